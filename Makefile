@@ -1,0 +1,46 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both install what is missing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SYSTEM_TOOLS := kallisto fasterq-dump
+
+.PHONY: demo test deps system-tools venv bench clean-demo
+
+deps: system-tools venv
+
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Missing:$$missing — installing Debian packages kallisto sra-toolkit"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kallisto sra-toolkit >/dev/null; \
+	  elif command -v sudo >/dev/null && command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kallisto sra-toolkit >/dev/null; \
+	  else \
+	    echo "Cannot install them here. Install kallisto and sra-tools yourself, e.g.:"; \
+	    echo "  sudo apt-get install kallisto sra-toolkit        (Debian/Ubuntu)"; \
+	    echo "  conda install -c bioconda kallisto sra-tools     (bioconda, any Linux/macOS)"; \
+	    exit 1; \
+	  fi; \
+	fi; \
+	for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || { echo "$$t still missing after install"; exit 1; }; done
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+demo: deps
+	$(PY) scripts/demo.py
+
+test: deps
+	$(PY) -m pytest -q
+
+bench: deps
+	$(PY) bench/run.py
+
+clean-demo:
+	rm -rf output/demo

@@ -1,0 +1,235 @@
+"""Species configuration: one YAML file per species, validated strictly before any work starts.
+
+Every key is declared in ``SCHEMA``; an unknown key (a typo such as ``sise``), a wrong type or
+an out-of-range value is an error that names the file and the key.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from .model import InputError, SPECIES_RE, check_accession
+
+URL_RE = re.compile(r"^(https?|ftp|file)://", re.IGNORECASE)
+
+
+class ConfigError(InputError):
+    pass
+
+
+def _int_min(lo):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"must be an integer, got {v!r}"
+        if v < lo:
+            return f"must be >= {lo}, got {v}"
+    return check
+
+
+def _positive_number(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"must be a number, got {v!r}"
+    if v <= 0:
+        return f"must be > 0, got {v}"
+
+
+def _string(v):
+    if not isinstance(v, str) or not v.strip():
+        return f"must be a non-empty string, got {v!r}"
+
+
+def _species(v):
+    if not isinstance(v, str) or not SPECIES_RE.match(v) or v in (".", ".."):
+        return f"must match [A-Za-z0-9_.-]+ (it names output folders), got {v!r}"
+
+
+def _mirrors(v):
+    if not isinstance(v, dict):
+        return f"must be a mapping of URL prefix to URL prefix, got {type(v).__name__}"
+    for k, w in v.items():
+        if not isinstance(k, str) or not isinstance(w, str) or not URL_RE.match(k) or not URL_RE.match(w):
+            return f"entries must map a URL prefix to a URL prefix (scheme://...), got {k!r}: {w!r}"
+
+
+def _str_or_list(v):
+    if isinstance(v, str):
+        return None
+    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        return None
+    return f"must be a string or a list of strings, got {v!r}"
+
+
+def _layout(v):
+    if not isinstance(v, str) or v.upper() not in ("PAIRED", "SINGLE"):
+        return f"must be PAIRED or SINGLE, got {v!r}"
+
+
+def _accession_list(v):
+    if not isinstance(v, list):
+        return f"must be a list of run accessions, got {v!r}"
+    for x in v:
+        try:
+            check_accession(x)
+        except InputError as e:
+            return str(e)
+
+
+# section -> key -> (required, default, checker)
+SCHEMA: dict[str, Any] = {
+    "species": (True, None, _species),
+    "reference": {
+        "transcriptome": (True, None, _string),
+    },
+    "metadata": {
+        "file": (True, None, _string),
+        "library_strategy": (False, None, _str_or_list),
+        "library_source": (False, None, _str_or_list),
+        "layout": (False, None, _layout),
+        "max_runs": (False, None, _int_min(1)),
+        "exclude_runs": (False, [], _accession_list),
+    },
+    "batch": {
+        "size": (False, 8, _int_min(1)),
+    },
+    "download": {
+        "parallel": (False, 4, _int_min(1)),
+        "mirrors": (False, {}, _mirrors),
+    },
+    "quant": {
+        "threads": (False, 1, _int_min(1)),
+        "fragment_length": (False, 200, _positive_number),
+        "fragment_sd": (False, 20, _positive_number),
+    },
+}
+
+
+@dataclass
+class SpeciesConfig:
+    path: Path  # the YAML file
+    species: str
+    transcriptome: str  # an absolute local path or a URL
+    metadata_file: Path
+    selection: dict = field(default_factory=dict)
+    batch_size: int = 8
+    download_parallel: int = 4
+    mirrors: dict = field(default_factory=dict)
+    threads: int = 1
+    fragment_length: float = 200
+    fragment_sd: float = 20
+
+    @property
+    def transcriptome_is_url(self) -> bool:
+        return bool(URL_RE.match(self.transcriptome))
+
+
+def _validate(doc: Any, schema: dict, where: str, errors: list, prefix: str = "") -> dict:
+    out = {}
+    if not isinstance(doc, dict):
+        errors.append(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {type(doc).__name__}")
+        return out
+    for key in doc:
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            errors.append(f"{where}: unknown key '{prefix}{key}' (known here: {known})")
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            sub = doc.get(key, {})
+            if sub is None:
+                sub = {}
+            out[key] = _validate(sub, spec, where, errors, f"{prefix}{key}.")
+            continue
+        required, default, check = spec
+        if key not in doc or doc[key] is None:
+            if required:
+                errors.append(f"{where}: missing required key '{prefix}{key}'")
+            out[key] = default
+            continue
+        problem = check(doc[key])
+        if problem:
+            errors.append(f"{where}: key '{prefix}{key}' {problem}")
+        out[key] = doc[key]
+    return out
+
+
+def load_species_config(path) -> SpeciesConfig:
+    """Read and validate one species YAML. Raise ConfigError listing every problem found."""
+    path = Path(path).resolve()
+    where = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read species config: {e.strerror}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    errors: list[str] = []
+    v = _validate(doc if doc is not None else {}, SCHEMA, where, errors)
+    if errors:
+        raise ConfigError("\n".join(errors))
+
+    base = path.parent
+    transcriptome = v["reference"]["transcriptome"]
+    if not URL_RE.match(transcriptome):
+        tpath = (base / transcriptome).resolve()
+        if not tpath.is_file():
+            errors.append(f"{where}: key 'reference.transcriptome': file not found: {tpath}")
+        elif not re.search(r"\.(fa|fasta|fna)(\.gz)?$", tpath.name):
+            errors.append(f"{where}: key 'reference.transcriptome': expected a .fa or .fa.gz file, got {tpath.name}")
+        transcriptome = str(tpath)
+    mfile = (base / v["metadata"]["file"]).resolve()
+    if not mfile.is_file():
+        errors.append(f"{where}: key 'metadata.file': file not found: {mfile}")
+    if errors:
+        raise ConfigError("\n".join(errors))
+
+    selection = {k: v["metadata"][k] for k in ("library_strategy", "library_source", "layout", "max_runs", "exclude_runs")
+                 if v["metadata"][k] not in (None, [])}
+    if "layout" in selection:
+        selection["layout"] = selection["layout"].upper()
+    return SpeciesConfig(
+        path=path,
+        species=v["species"],
+        transcriptome=transcriptome,
+        metadata_file=mfile,
+        selection=selection,
+        batch_size=v["batch"]["size"],
+        download_parallel=v["download"]["parallel"],
+        mirrors=dict(v["download"]["mirrors"]),
+        threads=v["quant"]["threads"],
+        fragment_length=v["quant"]["fragment_length"],
+        fragment_sd=v["quant"]["fragment_sd"],
+    )
+
+
+def find_species_configs(config_dir) -> list[Path]:
+    d = Path(config_dir)
+    if not d.is_dir():
+        raise ConfigError(f"config directory not found: {d.resolve()}")
+    paths = sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not paths:
+        raise ConfigError(f"no species configs (*.yaml) in {d.resolve()}")
+    return paths
+
+
+def load_all(config_dir) -> list[SpeciesConfig]:
+    """Validate every species config in ``config_dir``; raise one ConfigError listing all problems."""
+    errors, configs, seen = [], [], {}
+    for p in find_species_configs(config_dir):
+        try:
+            c = load_species_config(p)
+        except ConfigError as e:
+            errors.append(str(e))
+            continue
+        if c.species in seen:
+            errors.append(f"{p.resolve()}: species '{c.species}' is also configured in {seen[c.species]}")
+            continue
+        seen[c.species] = p.resolve()
+        configs.append(c)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return configs

@@ -1,0 +1,661 @@
+"""Read run metadata tables, select runs, and explain every run that is not selected.
+
+Four table formats are recognised by their columns (see :func:`detect_format`):
+
+``ena``
+    ENA portal ``filereport``/``search`` output with ``result=read_run`` (``run_accession``,
+    ``fastq_ftp``/``fastq_md5``/``fastq_bytes`` as aligned ``;``-separated lists, ``sra_ftp`` ...).
+``integrate``
+    amalgkit's local-files table for private data (``run``, ``read1_path``, ``read2_path``).
+``amalgkit``
+    amalgkit ``metadata.tsv`` (``run``, ``lib_layout``, ``is_sampled``, ``exclusion``, links).
+``runinfo``
+    NCBI ``efetch -format runinfo`` CSV (``Run``, ``LibraryLayout``, ``download_path``).
+
+:func:`load_runs` is the entry point; it returns the selected :class:`~pipeline.model.Run` records
+in file order and a ``(run, reason)`` pair for every row that was not selected. Rows are never
+dropped silently: bad input raises :class:`~pipeline.model.InputError` naming the file, run,
+column or value.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import logging
+import os
+import posixpath
+import re
+import tempfile
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Iterable, Optional
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+import pandas as pd
+
+from .model import PAIRED, SINGLE, InputError, RemoteFile, Run, check_accession
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("ena", "integrate", "amalgkit", "runinfo")
+
+#: Cell values that mean "no value" (compared case-insensitively after stripping blanks).
+MISSING_VALUES = frozenset({"", "<na>", "na", "nan"})
+
+#: AWS Open Data (SRA public bucket) location of a run's ``.sra`` file.
+ODP_URL = "https://sra-pub-run-odp.s3.amazonaws.com/sra/{run}/{run}"
+
+#: FTP hosts of EBI that serve the same paths over HTTPS.
+EBI_FTP_HOSTS = frozenset({"ftp.sra.ebi.ac.uk", "ftp.ebi.ac.uk", "ftp.era.ebi.ac.uk"})
+#: ENA's Aspera host, whose ``host:/vol1/...`` paths are also served by ftp.sra.ebi.ac.uk.
+EBI_FASP_HOSTS = frozenset({"fasp.sra.ebi.ac.uk"})
+
+SELECTION_KEYS = ("library_strategy", "library_source", "layout", "exclude_runs", "max_runs")
+
+#: Column consulted for each selection key, by preference, whatever the format.
+SELECTION_COLUMNS = {
+    "library_strategy": ("library_strategy", "lib_strategy", "LibraryStrategy"),
+    "library_source": ("library_source", "lib_source", "LibrarySource"),
+}
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_HOST_COLON_PATH_RE = re.compile(r"^([A-Za-z0-9.-]+):(/.*)$")
+_THOUSANDS_RE = re.compile(r"\d{1,3}(?:,\d{3})+")  # 1,234,567 as a spreadsheet writes it
+_MATE_RE = re.compile(
+    r"[._]R?([12])(?:_001)?\.(?:fastq|fq)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Small pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _missing(value) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str):  # NaN from pandas, should not happen with dtype=str
+        try:
+            return bool(pd.isna(value))
+        except (TypeError, ValueError):
+            return False
+    return value.strip().lower() in MISSING_VALUES
+
+
+def _clean(value) -> Optional[str]:
+    """The stripped string, or None when the cell is missing."""
+    if _missing(value):
+        return None
+    return str(value).strip()
+
+
+def normalise_url(u: str) -> str:
+    """Return an absolute URL with a scheme the fetchers understand.
+
+    * scheme-less ``host/path`` (as ENA lists ``fastq_ftp``) -> ``https://host/path``;
+    * ``ftp://`` on EBI's FTP hosts -> ``https://`` (same paths, served over HTTPS);
+      other ``ftp://`` URLs are kept;
+    * ``http://``, ``https://`` and ``file://`` are kept as they are;
+    * ``s3://bucket/key`` -> ``https://bucket.s3.amazonaws.com/key``;
+      ``gs://bucket/key`` -> ``https://storage.googleapis.com/bucket/key``;
+    * ENA's Aspera form ``fasp.sra.ebi.ac.uk:/vol1/...`` -> ``https://ftp.sra.ebi.ac.uk/vol1/...``;
+    * an absolute local path ``/x/y`` -> ``file:///x/y``.
+
+    Anything else (an unknown scheme, an empty string) raises InputError.
+    """
+    if not isinstance(u, str) or not u.strip():
+        raise InputError(f"empty or non-text URL {u!r}")
+    s = u.strip()
+    m = _SCHEME_RE.match(s)
+    if m:
+        scheme = m.group(1).lower()
+        rest = s[m.end():]
+        if scheme in ("http", "https", "file"):
+            return f"{scheme}://{rest}"
+        if scheme == "ftp":
+            netloc = rest.split("/", 1)[0]
+            host = netloc.rsplit("@", 1)[-1].split(":", 1)[0].lower()
+            if host in EBI_FTP_HOSTS:
+                return "https://" + rest
+            return "ftp://" + rest
+        if scheme == "s3":
+            bucket, _, key = rest.partition("/")
+            return f"https://{bucket}.s3.amazonaws.com/{key}"
+        if scheme == "gs":
+            return "https://storage.googleapis.com/" + rest
+        raise InputError(f"unsupported URL scheme {scheme!r} in {u!r}: expected http(s), ftp or file")
+    if s.startswith("//"):
+        return "https:" + s
+    if s.startswith("/"):
+        return Path(s).as_uri()
+    m = _HOST_COLON_PATH_RE.match(s)
+    if m:
+        host, path = m.group(1).lower(), m.group(2)
+        if host in EBI_FASP_HOSTS:
+            return "https://ftp.sra.ebi.ac.uk" + path
+        raise InputError(f"cannot turn {u!r} into a URL: host:/path form is only known for ENA Aspera")
+    return "https://" + s
+
+
+def _url_basename(url: str) -> str:
+    return unquote(posixpath.basename(urlsplit(url).path))
+
+
+def pick_mates(urls: list[str]) -> list[int]:
+    """Indices (into ``urls``) of the FASTQ files to use, mate 1 first.
+
+    * one file -> ``[0]`` (whatever its name);
+    * exactly one ``*_1.fastq.gz`` and one ``*_2.fastq.gz`` (also ``_R1``/``.1``/``_R1_001``,
+      ``.fq``, any compression suffix) -> their indices, by suffix not by position; other files
+      listed beside them (ENA's unpaired ``RUN.fastq.gz``, a ``_3`` index read) are ignored;
+    * anything else (no files, several files without a clear pair) -> ``[]``: the caller
+      cannot tell which files make up the run.
+    """
+    if not urls:
+        return []
+    if len(urls) == 1:
+        return [0]
+    mate1, mate2 = [], []
+    for i, u in enumerate(urls):
+        m = _MATE_RE.search(_url_basename(u))
+        if m:
+            (mate1 if m.group(1) == "1" else mate2).append(i)
+    if len(mate1) == 1 and len(mate2) == 1:
+        return [mate1[0], mate2[0]]
+    return []
+
+
+def _layout(value: Optional[str]) -> str:
+    if value is None:
+        return ""
+    v = value.strip().upper()
+    if v.startswith("PAIR"):
+        return PAIRED
+    if v.startswith("SINGLE"):
+        return SINGLE
+    return ""
+
+
+def _split_list(value: Optional[str]) -> list[str]:
+    if value is None:
+        return []
+    return [part.strip() for part in value.split(";")]
+
+
+# --------------------------------------------------------------------------------------------
+# Table reading and format detection
+# --------------------------------------------------------------------------------------------
+
+
+def detect_format(columns: Iterable[str], path=None) -> str:
+    """Return ``"ena"``, ``"integrate"``, ``"amalgkit"`` or ``"runinfo"`` from a table's columns.
+
+    ``run_accession`` -> ena; ``run`` + ``read1_path`` -> integrate (checked before amalgkit,
+    since integrate tables carry amalgkit columns too); ``run`` + ``lib_layout`` -> amalgkit;
+    ``Run`` + ``LibraryLayout`` -> runinfo. Otherwise InputError naming the file and columns.
+    """
+    cols = [str(c).strip().lstrip("\ufeff") for c in columns]
+    names = set(cols)
+    if "run_accession" in names:
+        return "ena"
+    if "run" in names and "read1_path" in names:
+        return "integrate"
+    if "run" in names and "lib_layout" in names:
+        return "amalgkit"
+    if "Run" in names and "LibraryLayout" in names:
+        return "runinfo"
+    shown = ", ".join(cols[:20]) + (f", ... ({len(cols)} columns)" if len(cols) > 20 else "")
+    where = f" of {path}" if path is not None else ""
+    raise InputError(
+        f"cannot tell the metadata format{where} from its columns [{shown}]: expected "
+        "run_accession (ENA read_run), run + read1_path (amalgkit integrate), "
+        "run + lib_layout (amalgkit metadata) or Run + LibraryLayout (NCBI runinfo)"
+    )
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace")
+    return open(path, "r", encoding="utf-8-sig", errors="replace")
+
+
+def _sniff_separator(path: Path) -> str:
+    """Tab if the header line has a tab, else comma."""
+    with _open_text(path) as fh:
+        for line in fh:
+            if line.strip():
+                return "\t" if "\t" in line else ","
+    raise InputError(f"metadata table {path} is empty")
+
+
+def read_table(path) -> tuple[pd.DataFrame, str]:
+    """Read a metadata table as strings; return (data frame, format). Drops all-blank rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"metadata table {path} does not exist or is not a file")
+    sep = _sniff_separator(path)
+    try:
+        df = pd.read_csv(
+            path,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            index_col=False,
+            encoding="utf-8-sig",
+            encoding_errors="replace",
+        )
+    except pd.errors.EmptyDataError:
+        raise InputError(f"metadata table {path} is empty") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(f"cannot read metadata table {path}: {exc}") from None
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    fmt = detect_format(df.columns, path)
+    df = df.fillna("")
+    # Rows whose every cell is missing (e.g. a trailing line of separators) carry nothing.
+    blank = df.apply(lambda col: col.map(_missing)).all(axis=1)
+    df = df[~blank]
+    if fmt == "runinfo":
+        # efetch concatenates batches with their header lines repeated inside the CSV.
+        df = df[df["Run"].str.strip() != "Run"]
+    if df.empty:
+        raise InputError(f"metadata table {path} has a header but no rows")
+    return df.reset_index(drop=True), fmt
+
+
+# --------------------------------------------------------------------------------------------
+# Row parsing
+# --------------------------------------------------------------------------------------------
+
+
+class _Row:
+    """One table row with helpers that name the file, row and run in their errors."""
+
+    def __init__(self, path: Path, number: int, values: dict, run: str = ""):
+        self.path = path
+        self.number = number  # 1-based data row (the header is row 0)
+        self.values = values
+        self.run = run
+
+    def where(self, column: str = "") -> str:
+        col = f", column {column}" if column else ""
+        run = f", run {self.run}" if self.run else ""
+        return f"{self.path} (row {self.number}{run}{col})"
+
+    def get(self, *columns: str) -> Optional[str]:
+        """First non-missing value among ``columns`` (absent columns count as missing)."""
+        for c in columns:
+            v = _clean(self.values.get(c))
+            if v is not None:
+                return v
+        return None
+
+    def first_present(self, *columns: str) -> Optional[str]:
+        """Name of the first of ``columns`` with a non-missing value."""
+        for c in columns:
+            if _clean(self.values.get(c)) is not None:
+                return c
+        return None
+
+    def to_int(self, value: Optional[str], column: str) -> Optional[int]:
+        if value is None:
+            return None
+        try:
+            d = Decimal(value.replace(",", "") if _THOUSANDS_RE.fullmatch(value) else value)
+        except InvalidOperation:
+            d = None
+        if d is None or not d.is_finite() or d != d.to_integral_value() or d < 0:
+            raise InputError(f"{self.where(column)}: expected a whole number, got {value!r}")
+        return int(d)
+
+    def int_of(self, *columns: str) -> Optional[int]:
+        col = self.first_present(*columns)
+        return None if col is None else self.to_int(self.get(col), col)
+
+    def url(self, value: str, column: str) -> str:
+        try:
+            return normalise_url(value)
+        except InputError as exc:
+            raise InputError(f"{self.where(column)}: {exc}") from None
+
+
+def _sra_candidates(run: str, urls: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for u in list(urls) + [ODP_URL.format(run=run)]:
+        if u and u not in out:
+            out.append(u)
+    return out
+
+
+def _parse_ena(row: _Row) -> Run:
+    run = row.run
+    ftp = _split_list(row.get("fastq_ftp"))
+    n = len(ftp)
+    lists = {}
+    for column in ("fastq_md5", "fastq_bytes"):
+        values = _split_list(row.get(column))
+        if values and len(values) != n:
+            raise InputError(
+                f"{row.where(column)}: lists {len(values)} value(s) but fastq_ftp lists {n} "
+                f"file(s) for run {run}"
+            )
+        lists[column] = values or [""] * n
+    files = []
+    if n:
+        if any(not u for u in ftp):
+            raise InputError(f"{row.where('fastq_ftp')}: empty entry in {row.get('fastq_ftp')!r}")
+        urls = [row.url(u, "fastq_ftp") for u in ftp]
+        chosen = pick_mates(urls)
+        if not chosen:
+            log.warning(
+                "%s: cannot tell the mates apart among %s; run %s will use its .sra file",
+                row.where("fastq_ftp"), ", ".join(_url_basename(u) for u in urls), run,
+            )
+        for i in chosen:
+            name = _url_basename(urls[i])
+            if not name:
+                raise InputError(f"{row.where('fastq_ftp')}: no file name in URL {urls[i]!r}")
+            md5 = _clean(lists["fastq_md5"][i])
+            files.append(
+                RemoteFile(
+                    url=urls[i],
+                    name=name,
+                    md5=md5.lower() if md5 else None,
+                    bytes=row.to_int(_clean(lists["fastq_bytes"][i]), "fastq_bytes"),
+                )
+            )
+    sra_urls, sra_md5, sra_bytes = [], None, None
+    sra_ftp = [u for u in _split_list(row.get("sra_ftp")) if u]
+    if sra_ftp:
+        sra_urls.append(row.url(sra_ftp[0], "sra_ftp"))
+        md5s = _split_list(row.get("sra_md5"))
+        sizes = _split_list(row.get("sra_bytes"))
+        sra_md5 = _clean(md5s[0]).lower() if md5s and _clean(md5s[0]) else None
+        sra_bytes = row.to_int(_clean(sizes[0]), "sra_bytes") if sizes else None
+    return Run(
+        run=run,
+        layout=_layout(row.get("library_layout")),
+        read_count=row.int_of("read_count"),
+        base_count=row.int_of("base_count"),
+        files=files,
+        sra_urls=_sra_candidates(run, sra_urls),
+        sra_md5=sra_md5,
+        sra_bytes=sra_bytes,
+    )
+
+
+def _local_file(row: _Row, column: str, value: str) -> tuple[str, Optional[Path]]:
+    """(URL, local path to check or None) for an integrate ``read*_path`` cell."""
+    if _SCHEME_RE.match(value):
+        url = row.url(value, column)
+        if url.startswith("file://"):
+            return url, Path(url2pathname(urlsplit(url).path))
+        return url, None
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = row.path.parent / p
+    p = Path(os.path.abspath(p))
+    return p.as_uri(), p
+
+
+def _parse_integrate(row: _Row) -> tuple[Run, list[tuple[str, Path]]]:
+    run = row.run
+    files, to_check = [], []
+    for column in ("read1_path", "read2_path"):
+        value = row.get(column)
+        if value is None or value.lower() == "unavailable":  # amalgkit writes 'unavailable'
+            if column == "read1_path":
+                raise InputError(f"{row.where(column)}: no read1_path for run {run}")
+            continue
+        url, local = _local_file(row, column, value)
+        name = _url_basename(url)
+        if not name:
+            raise InputError(f"{row.where(column)}: no file name in {value!r}")
+        if files and files[0].name == name:
+            raise InputError(
+                f"{row.where(column)}: read1_path and read2_path have the same file name {name!r}"
+            )
+        files.append(RemoteFile(url=url, name=name))
+        if local is not None:
+            to_check.append((column, local))
+    r = Run(
+        run=run,
+        layout=PAIRED if len(files) == 2 else SINGLE,
+        read_count=row.int_of("read_count", "total_spots"),
+        base_count=row.int_of("base_count", "total_bases"),
+        files=files,
+    )
+    return r, to_check
+
+
+def _parse_amalgkit(row: _Row) -> Run:
+    links = [row.url(row.get(c), c) for c in ("AWS_Link", "NCBI_Link") if row.get(c)]
+    return Run(
+        run=row.run,
+        layout=_layout(row.get("lib_layout")),
+        read_count=row.int_of("total_spots"),
+        base_count=row.int_of("total_bases"),
+        sra_urls=_sra_candidates(row.run, links),
+    )
+
+
+def _parse_runinfo(row: _Row) -> Run:
+    link = row.get("download_path")
+    return Run(
+        run=row.run,
+        layout=_layout(row.get("LibraryLayout")),
+        read_count=row.int_of("spots"),
+        base_count=row.int_of("bases"),
+        sra_urls=_sra_candidates(row.run, [row.url(link, "download_path")] if link else []),
+    )
+
+
+_RUN_COLUMN = {"ena": "run_accession", "integrate": "run", "amalgkit": "run", "runinfo": "Run"}
+
+
+def _amalgkit_flags(row: _Row) -> Optional[str]:
+    """Reason a row of an amalgkit-style table is not sampled, or None."""
+    if "is_sampled" in row.values:
+        v = row.get("is_sampled")
+        if (v or "").lower() != "yes":
+            return f"is_sampled={v if v is not None else '(blank)'}"
+    if "exclusion" in row.values:
+        v = row.get("exclusion")
+        if (v or "").lower() != "no":
+            return f"exclusion={v if v is not None else '(blank)'}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Selection
+# --------------------------------------------------------------------------------------------
+
+
+def _check_selection(selection: Optional[dict]) -> dict:
+    """Validate ``selection`` and return it in canonical form (unset keys dropped)."""
+    if selection is None:
+        return {}
+    if not isinstance(selection, dict):
+        raise InputError(f"selection must be a mapping, got {type(selection).__name__}")
+    unknown = sorted(str(k) for k in selection if k not in SELECTION_KEYS)
+    if unknown:
+        raise InputError(
+            f"unknown selection key(s) {', '.join(unknown)}: known keys are {', '.join(SELECTION_KEYS)}"
+        )
+    out: dict = {}
+    for key in ("library_strategy", "library_source"):
+        v = selection.get(key)
+        if v is None:
+            continue
+        values = [v] if isinstance(v, str) else v
+        if not isinstance(values, (list, tuple)) or not all(isinstance(x, str) and x.strip() for x in values):
+            raise InputError(f"selection {key} must be a string or a list of strings, got {v!r}")
+        if values:
+            out[key] = [x.strip() for x in values]
+    v = selection.get("layout")
+    if v is not None:
+        if not isinstance(v, str) or v.strip().upper() not in (PAIRED, SINGLE):
+            raise InputError(f"selection layout must be PAIRED or SINGLE, got {v!r}")
+        out["layout"] = v.strip().upper()
+    v = selection.get("exclude_runs")
+    if v is not None:
+        values = [v] if isinstance(v, str) else v
+        if not isinstance(values, (list, tuple)):
+            raise InputError(f"selection exclude_runs must be a list of run accessions, got {v!r}")
+        out["exclude_runs"] = {
+            check_accession(x.strip() if isinstance(x, str) else x, "selection exclude_runs")
+            for x in values
+        }
+    v = selection.get("max_runs")
+    if v is not None:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"selection max_runs must be a whole number >= 1, got {v!r}")
+        out["max_runs"] = v
+    return out
+
+
+def _selection_reason(run: Run, attrs: dict, sel: dict) -> Optional[str]:
+    if run.run in sel.get("exclude_runs", ()):
+        return "exclude_runs lists this run"
+    want = sel.get("layout")
+    if want and run.layout != want:
+        return f"layout={run.layout or '(unknown)'} (selection layout={want})"
+    for key in ("library_strategy", "library_source"):
+        wanted = sel.get(key)
+        if not wanted or key not in attrs:  # key absent: the format has no such column
+            continue
+        value = attrs[key]
+        if value is None or value.lower() not in {w.lower() for w in wanted}:
+            shown = value if value is not None else "(blank)"
+            return f"{key}={shown} (selection {key}={', '.join(wanted)})"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def load_runs(path, selection: dict | None = None) -> tuple[list[Run], list[tuple[str, str]]]:
+    """Read a metadata table, return (runs in file order, skipped as (run_accession, reason)).
+
+    Every row ends up either as a Run or in ``skipped`` with a reason naming the column or
+    selection key that excluded it. Invalid or duplicate accessions, malformed values, an empty
+    table, an unknown format or selection key, and (integrate tables) a missing local file of a
+    selected run raise InputError.
+    """
+    sel = _check_selection(selection)
+    path = Path(path)
+    df, fmt = read_table(path)
+    run_col = _RUN_COLUMN[fmt]
+    columns = set(df.columns)
+    attr_cols = {}
+    for key, candidates in SELECTION_COLUMNS.items():
+        col = next((c for c in candidates if c in columns), None)
+        if col is not None:
+            attr_cols[key] = col
+        elif key in sel:
+            log.warning(
+                "%s (%s format) has none of the columns %s: selection %s is not applied",
+                path, fmt, ", ".join(candidates), key,
+            )
+
+    entries = []  # [run accession, Run or None, reason or None, attrs, files to check]
+    seen: dict[str, int] = {}
+    for i, values in enumerate(df.to_dict("records"), start=1):
+        row = _Row(path, i, values)
+        raw = values.get(run_col, "")
+        acc = check_accession(raw.strip() if isinstance(raw, str) else raw, row.where(run_col))
+        if acc in seen:
+            raise InputError(f"{path}: run {acc} appears more than once (rows {seen[acc]} and {i})")
+        seen[acc] = i
+        row.run = acc
+        attrs = {key: row.get(col) for key, col in attr_cols.items()}
+        reason = _amalgkit_flags(row) if fmt in ("amalgkit", "integrate") else None
+        run, to_check = None, []
+        if reason is None:
+            if fmt == "ena":
+                run = _parse_ena(row)
+            elif fmt == "integrate":
+                run, to_check = _parse_integrate(row)
+            elif fmt == "amalgkit":
+                run = _parse_amalgkit(row)
+            else:
+                run = _parse_runinfo(row)
+            reason = _selection_reason(run, attrs, sel)
+        entries.append([acc, run, reason, to_check])
+
+    unknown_excludes = sorted(sel.get("exclude_runs", set()) - set(seen))
+    if unknown_excludes:
+        log.warning("selection exclude_runs names runs not in %s: %s", path, ", ".join(unknown_excludes))
+
+    max_runs = sel.get("max_runs")
+    kept = 0
+    for entry in entries:
+        if entry[2] is None:
+            kept += 1
+            if max_runs is not None and kept > max_runs:
+                entry[2] = f"max_runs={max_runs}"
+
+    runs, skipped = [], []
+    for acc, run, reason, to_check in entries:
+        if reason is not None:
+            skipped.append((acc, reason))
+            continue
+        for column, local in to_check:
+            if not local.is_file():
+                raise InputError(f"{path}: run {acc}: {column} file {local} does not exist")
+        runs.append(run)
+    return runs, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------
+
+
+def _write_tsv_atomic(path, header: list[str], rows: Iterable[list]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+            w.writerow(header)
+            for r in rows:
+                w.writerow(["" if v is None else v for v in r])
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_runs_tsv(runs: Iterable[Run], path) -> None:
+    """Write the selected runs as a TSV (run, layout, read_count, base_count, n_files,
+    fastq_bytes, urls), atomically. ``urls`` lists the FASTQ URLs, or the ``.sra`` candidates
+    (``;``-separated) for a run with no FASTQ listed."""
+    rows = (
+        [
+            r.run,
+            r.layout,
+            r.read_count,
+            r.base_count,
+            len(r.files),
+            r.fastq_bytes,
+            ";".join(f.url for f in r.files) if r.files else ";".join(r.sra_urls),
+        ]
+        for r in runs
+    )
+    _write_tsv_atomic(
+        path, ["run", "layout", "read_count", "base_count", "n_files", "fastq_bytes", "urls"], rows
+    )
+
+
+def write_skipped_tsv(skipped: Iterable[tuple[str, str]], path) -> None:
+    """Write (run, reason) pairs as a TSV, atomically."""
+    _write_tsv_atomic(path, ["run", "reason"], ([run, reason] for run, reason in skipped))

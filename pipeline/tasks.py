@@ -1,0 +1,297 @@
+"""Luigi tasks: thin wiring of inputs to outputs around the domain modules.
+
+Per species: SplitMetadata -> (BatchDownload -> BatchQuant -> BatchCleanup) per batch, BuildIndex,
+and Species (merge + failure report); MultiSpecies requires every species. Each task's output is
+a JSON marker under ``work/markers/`` written atomically after its data is in place.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import luigi
+
+from . import batches, download, merge, metadata, quant
+from .config import SpeciesConfig, load_all, load_species_config
+from .layout import SpeciesLayout
+from .runlog import RunLog
+from .util import atomic_write_json, atomic_write_text, read_json, remove_tree_files
+
+logger = logging.getLogger("luigi-interface")
+
+
+class pipeline(luigi.Config):
+    """``[pipeline]`` in luigi.cfg: transfer settings shared by every species."""
+
+    download_attempts = luigi.IntParameter(default=6, description="transfer attempts per file")
+    stall_seconds = luigi.FloatParameter(default=60.0, description="abort an attempt after this long without data")
+    backoff_base = luigi.FloatParameter(default=2.0, description="first retry delay in seconds; doubles")
+    backoff_max = luigi.FloatParameter(default=120.0, description="cap on the retry delay")
+
+    def retry_policy(self) -> download.RetryPolicy:
+        return download.RetryPolicy(attempts=self.download_attempts, stall_seconds=self.stall_seconds,
+                                    backoff_base=self.backoff_base, backoff_max=self.backoff_max)
+
+
+@functools.lru_cache(maxsize=256)
+def _config(path: str) -> SpeciesConfig:
+    return load_species_config(path)
+
+
+class SpeciesTask(luigi.Task):
+    config_path = luigi.Parameter(description="the species YAML")
+    output_dir = luigi.Parameter(default="output/amalgkit")
+
+    @property
+    def cfg(self) -> SpeciesConfig:
+        return _config(str(Path(self.config_path).resolve()))
+
+    @property
+    def paths(self) -> SpeciesLayout:
+        return SpeciesLayout(self.output_dir, self.cfg.species)
+
+    def marker(self, name: str) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(self.paths.marker(name)))
+
+    def write_marker(self, figures: dict) -> None:
+        atomic_write_json(self.output().path, figures)
+
+    def species_args(self) -> dict:
+        return {"config_path": self.config_path, "output_dir": self.output_dir}
+
+    def _status(self, message: str, percent: float | None = None) -> None:
+        try:
+            self.set_status_message(message)
+            if percent is not None:
+                self.set_progress_percentage(int(percent))
+        except Exception:  # the scheduler being away must not fail the data work
+            pass
+
+
+class BatchTask(SpeciesTask):
+    batch = luigi.IntParameter()
+
+    def runs(self):
+        return batches.read_batch(self.paths.batch_file(self.batch))
+
+
+class SplitMetadata(SpeciesTask):
+    """Read and select the runs, write ``runs.tsv``, ``skipped.tsv`` and one JSON file per batch."""
+
+    def output(self):
+        return self.marker("split")
+
+    def run(self):
+        t0 = time.monotonic()
+        p = self.paths
+        runs, skipped = metadata.load_runs(self.cfg.metadata_file, self.cfg.selection)
+        metadata.write_runs_tsv(runs, p.metadata / "runs.tsv")
+        metadata.write_skipped_tsv(skipped, p.metadata / "skipped.tsv")
+        groups = batches.make_batches(runs, self.cfg.batch_size)
+        for i, group in enumerate(groups):
+            batches.write_batch(p.batch_file(i), i, group)
+        self.write_marker({"runs": len(runs), "skipped": len(skipped), "batches": len(groups),
+                           "metadata": str(self.cfg.metadata_file), "seconds": round(time.monotonic() - t0, 3)})
+
+
+class BuildIndex(SpeciesTask):
+    """Fetch the transcriptome into genome/ when it is a URL, and build the kallisto index once."""
+
+    resources = {"cpu": 1}
+
+    def output(self):
+        return self.marker("index")
+
+    def run(self):
+        t0 = time.monotonic()
+        p = self.paths
+        p.genome.mkdir(parents=True, exist_ok=True)
+        fasta = self.cfg.transcriptome
+        if self.cfg.transcriptome_is_url:
+            name = download.safe_name(fasta.rstrip("/").rsplit("/", 1)[-1], "transcriptome.fa.gz")
+            self._status(f"downloading transcriptome {fasta}")
+            info = download.fetch(download.RemoteFile(url=fasta, name=name), p.genome / name, self.cfg.mirrors,
+                                  pipeline().retry_policy(), RunLog(p.logs / "index.log"))
+            fasta = info["path"]
+        self._status(f"kallisto index {Path(fasta).name}")
+        figures = quant.build_index(fasta, p.index, p.logs / "index.log")
+        self.write_marker(figures | {"transcriptome": str(fasta), "seconds": round(time.monotonic() - t0, 3)})
+
+
+class BatchDownload(BatchTask):
+    """Download the batch's runs, ``download.parallel`` files at a time, each verified."""
+
+    resources = {"download": 1}
+
+    def requires(self):
+        return SplitMetadata(**self.species_args())
+
+    def output(self):
+        return self.marker(f"download_{self.batch:05d}")
+
+    def run(self):
+        t0 = time.monotonic()
+        p, cfg = self.paths, self.cfg
+        runs = self.runs()
+        policy = pipeline().retry_policy()
+        slots = threading.Semaphore(cfg.download_parallel)
+        lock = threading.Lock()
+        state = {"done": 0, "bytes": 0, "last": 0.0}
+        expected = sum(r.fastq_bytes or 0 for r in runs) or 1
+
+        def progress(n):
+            with lock:
+                state["bytes"] += n
+                now = time.monotonic()
+                if now - state["last"] < 1.0:
+                    return
+                state["last"] = now
+            self._status(f"{cfg.species} batch {self.batch}: {state['done']}/{len(runs)} runs, "
+                         f"{state['bytes'] / 1e6:.1f} MB", min(99, 100 * state["bytes"] / expected))
+
+        def one(run):
+            if quant.is_quantified(p.quant, run.run):
+                return {"run": run.run, "status": "quantified", "files": [], "bytes": 0, "seconds": 0.0,
+                        "reason": "already quantified"}
+            log = RunLog(p.run_log(run.run))
+            log.write(f"download: batch {self.batch}, {len(run.files)} file(s)")
+            res = download.download_run(run, p.fastq, cfg.mirrors, policy, log, slots, progress)
+            with lock:
+                state["done"] += 1
+            self._status(f"{cfg.species} batch {self.batch}: {run.run} {res['status']}")
+            return res
+
+        with ThreadPoolExecutor(max_workers=cfg.download_parallel) as pool:
+            results = list(pool.map(one, runs))
+        self.write_marker({"batch": self.batch, "runs": results, "bytes": sum(r["bytes"] for r in results),
+                           "ok": sum(r["status"] == "ok" for r in results),
+                           "failed": sum(r["status"] == "failed" for r in results),
+                           "seconds": round(time.monotonic() - t0, 3)})
+
+
+class BatchQuant(BatchTask):
+    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``."""
+
+    @property
+    def resources(self):
+        return {"cpu": self.cfg.threads}
+
+    def requires(self):
+        return {"download": BatchDownload(batch=self.batch, **self.species_args()),
+                "index": BuildIndex(**self.species_args())}
+
+    def output(self):
+        return self.marker(f"quant_{self.batch:05d}")
+
+    def run(self):
+        t0 = time.monotonic()
+        p, cfg = self.paths, self.cfg
+        runs = {r.run: r for r in self.runs()}
+        downloaded = read_json(self.input()["download"].path)["runs"]
+        results = []
+        for i, d in enumerate(downloaded):
+            run = runs[d["run"]]
+            if d["status"] == "failed":
+                results.append({"run": run.run, "status": "failed", "stage": "download", "reason": d["reason"]})
+                continue
+            if quant.is_quantified(p.quant, run.run):
+                results.append({"run": run.run, "status": "ok", "reason": "already quantified"})
+                continue
+            self._status(f"{cfg.species} batch {self.batch}: kallisto {run.run} ({i + 1}/{len(downloaded)})",
+                         100 * i / max(1, len(downloaded)))
+            verified = all(f.md5 for f in run.files)
+            fastqs = [download.run_dir(p.fastq, run.run) / name for name in d["files"]]
+            res = quant.quantify_run(run.run, fastqs, p.index, p.quant, threads=cfg.threads,
+                                     fragment_length=cfg.fragment_length, fragment_sd=cfg.fragment_sd,
+                                     expected_reads=run.read_count, verified=verified,
+                                     log=RunLog(p.run_log(run.run)))
+            if res["status"] != "ok":
+                res["stage"] = "quant"
+            if run.layout and res.get("layout") and run.layout != res["layout"]:
+                res["layout_note"] = f"metadata says {run.layout}, files give {res['layout']}"
+                RunLog(p.run_log(run.run)).write("layout: " + res["layout_note"])
+            results.append(res)
+        self.write_marker({"batch": self.batch, "runs": results,
+                           "ok": sum(r["status"] == "ok" for r in results),
+                           "failed": sum(r["status"] == "failed" for r in results),
+                           "seconds": round(time.monotonic() - t0, 3)})
+
+
+class BatchCleanup(BatchTask):
+    """Delete the batch's reads (failed runs' too), including partial downloads."""
+
+    def requires(self):
+        return BatchQuant(batch=self.batch, **self.species_args())
+
+    def output(self):
+        return self.marker(f"cleanup_{self.batch:05d}")
+
+    def run(self):
+        t0 = time.monotonic()
+        freed = 0
+        for run in self.runs():
+            d = download.run_dir(self.paths.fastq, run.run)
+            freed += remove_tree_files(d)
+            if d.exists():
+                d.rmdir()
+        self.write_marker({"batch": self.batch, "bytes_freed": freed, "seconds": round(time.monotonic() - t0, 3)})
+
+
+class Species(SpeciesTask):
+    """All batches of one species, then the merged tables and the failure report."""
+
+    def requires(self):
+        return SplitMetadata(**self.species_args())
+
+    def output(self):
+        return self.marker("species")
+
+    def run(self):
+        t0 = time.monotonic()
+        p = self.paths
+        n = read_json(self.input().path)["batches"]
+        yield [BuildIndex(**self.species_args())] + \
+            [BatchCleanup(batch=i, **self.species_args()) for i in range(n)]
+        order, failures, qc_extra = [], [], {}
+        for i in range(n):
+            for r in read_json(p.marker(f"quant_{i:05d}"))["runs"]:
+                order.append(r["run"])
+                if r["status"] == "failed":
+                    failures.append((r["run"], i, r.get("stage", ""), r.get("reason", "")))
+                elif "layout" in r:
+                    qc_extra[r["run"]] = {"layout": r["layout"]}
+        for run in order:  # runs quantified in an earlier session keep their layout in pipeline_run.json
+            if run not in qc_extra and (p.quant / run / "pipeline_run.json").is_file():
+                qc_extra[run] = {"layout": read_json(p.quant / run / "pipeline_run.json").get("layout", "")}
+        merged = merge.merge_species(self.cfg.species, p.quant, order, p.merged, qc_extra)
+        lines = ["run\tbatch\tstage\treason"] + [f"{r}\t{b}\t{s}\t{why}" for r, b, s, why in failures]
+        atomic_write_text(p.failed_runs, "\n".join(lines) + "\n")
+        summary = {"species": self.cfg.species, "batches": n, "runs": len(order), "quantified": len(merged["runs"]),
+                   "failed": len(failures), "failed_runs": str(p.failed_runs), "merged": merged["files"],
+                   "seconds": round(time.monotonic() - t0, 3)}
+        atomic_write_json(p.metadata / "summary.json", summary)
+        print(f"[{self.cfg.species}] {len(merged['runs'])}/{len(order)} runs quantified; merged tables in {p.merged}",
+              file=sys.stderr)
+        if failures:
+            listing = "\n".join(f"  {r} (batch {b}, {s}): {why}" for r, b, s, why in failures)
+            raise RuntimeError(f"{self.cfg.species}: {len(failures)} run(s) failed; merged tables hold the "
+                               f"{len(merged['runs'])} that succeeded. Failed runs are listed in "
+                               f"{p.failed_runs}:\n{listing}\nRetry just these with: "
+                               f"python -m pipeline.retry {p.output_dir}")
+        self.write_marker(summary)
+
+
+class MultiSpecies(luigi.WrapperTask):
+    """Every species whose YAML is in ``config_dir``. All configs are validated before any work."""
+
+    config_dir = luigi.Parameter(default="config/species")
+    output_dir = luigi.Parameter(default="output/amalgkit")
+
+    def requires(self):
+        configs = load_all(self.config_dir)
+        return [Species(config_path=str(c.path), output_dir=self.output_dir) for c in configs]
