@@ -94,6 +94,7 @@ SCHEMA: dict[str, Any] = {
     },
     "batch": {
         "size": (False, 8, _int_min(1)),
+        "prefetch": (False, 1, _int_min(0)),
     },
     "download": {
         "parallel": (False, 4, _int_min(1)),
@@ -115,6 +116,7 @@ class SpeciesConfig:
     metadata_file: Path
     selection: dict = field(default_factory=dict)
     batch_size: int = 8
+    prefetch: int = 1  # batches that may download while an earlier one is quantified
     download_parallel: int = 4
     mirrors: dict = field(default_factory=dict)
     threads: int = 1
@@ -198,6 +200,7 @@ def load_species_config(path) -> SpeciesConfig:
         metadata_file=mfile,
         selection=selection,
         batch_size=v["batch"]["size"],
+        prefetch=v["batch"]["prefetch"],
         download_parallel=v["download"]["parallel"],
         mirrors=dict(v["download"]["mirrors"]),
         threads=v["quant"]["threads"],

@@ -150,7 +150,7 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
             done = have
             while True:
                 try:
-                    block = resp.read(CHUNK)
+                    block = resp.read1(CHUNK)  # what has arrived, so the .part grows as data comes
                 except socket.timeout:
                     raise _Retryable(f"stalled: no data for {policy.stall_seconds:g} s at byte {done}")
                 except (OSError, http.client.HTTPException) as e:

@@ -143,7 +143,8 @@ class _Fault:
         if "body" in spec and not isinstance(spec["body"], (bytes, bytearray)):
             raise TypeError("body must be bytes")
         if spec.get("methods") is not None:
-            spec["methods"] = {m.upper() for m in spec["methods"]}
+            methods = spec["methods"]
+            spec["methods"] = {m.upper() for m in ([methods] if isinstance(methods, str) else methods)}
         self.spec = spec
         self.remaining = times
 
@@ -344,8 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
             corrupt = spec.get("corrupt")
             if corrupt is True:
                 source.flip = total // 2
-            elif corrupt not in (None, False):
-                source.flip = int(corrupt)
+            elif isinstance(corrupt, int) and not isinstance(corrupt, bool):
+                source.flip = corrupt
             self._stream(source, start, length, spec)
         finally:
             source.close()

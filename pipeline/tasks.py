@@ -124,12 +124,20 @@ class BuildIndex(SpeciesTask):
 
 
 class BatchDownload(BatchTask):
-    """Download the batch's runs, ``download.parallel`` files at a time, each verified."""
+    """Download the batch's runs, ``download.parallel`` files at a time, each verified.
+
+    Batch n waits for the cleanup of batch n - prefetch - 1, so at most ``prefetch + 1`` batches
+    of reads are on disk at once (``prefetch: 0`` is strictly download, quantify, delete).
+    """
 
     resources = {"download": 1}
 
     def requires(self):
-        return SplitMetadata(**self.species_args())
+        deps = [SplitMetadata(**self.species_args())]
+        earlier = self.batch - self.cfg.prefetch - 1
+        if earlier >= 0:
+            deps.append(BatchCleanup(batch=earlier, **self.species_args()))
+        return deps
 
     def output(self):
         return self.marker(f"download_{self.batch:05d}")
