@@ -68,6 +68,11 @@ def _layout(v):
         return f"must be PAIRED or SINGLE, got {v!r}"
 
 
+def _sources(v):
+    if not isinstance(v, list) or not v or any(x not in ("ena", "sra") for x in v) or len(set(v)) != len(v):
+        return f"must be a non-empty list drawn from [ena, sra] without repeats, got {v!r}"
+
+
 def _accession_list(v):
     if not isinstance(v, list):
         return f"must be a list of run accessions, got {v!r}"
@@ -85,7 +90,8 @@ SCHEMA: dict[str, Any] = {
         "transcriptome": (True, None, _string),
     },
     "metadata": {
-        "file": (True, None, _string),
+        "file": (False, None, _string),  # exactly one of file and query
+        "query": (False, None, _string),
         "library_strategy": (False, None, _str_or_list),
         "library_source": (False, None, _str_or_list),
         "layout": (False, None, _layout),
@@ -99,6 +105,9 @@ SCHEMA: dict[str, Any] = {
     "download": {
         "parallel": (False, 4, _int_min(1)),
         "mirrors": (False, {}, _mirrors),
+        "sources": (False, ["ena", "sra"], _sources),
+        "stall_seconds": (False, None, _positive_number),
+        "max_bp": (False, None, _int_min(1)),
     },
     "quant": {
         "threads": (False, 1, _int_min(1)),
@@ -113,12 +122,16 @@ class SpeciesConfig:
     path: Path  # the YAML file
     species: str
     transcriptome: str  # an absolute local path or a URL
-    metadata_file: Path
+    metadata_file: Optional[Path]  # a local table, or None when metadata comes from an ENA query
+    metadata_query: Optional[str] = None
     selection: dict = field(default_factory=dict)
     batch_size: int = 8
     prefetch: int = 1  # batches that may download while an earlier one is quantified
     download_parallel: int = 4
     mirrors: dict = field(default_factory=dict)
+    sources: list = field(default_factory=lambda: ["ena", "sra"])
+    stall_seconds: Optional[float] = None  # overrides [pipeline] stall_seconds
+    max_bp: Optional[int] = None
     threads: int = 1
     fragment_length: float = 200
     fragment_sd: float = 20
@@ -183,9 +196,14 @@ def load_species_config(path) -> SpeciesConfig:
         elif not re.search(r"\.(fa|fasta|fna)(\.gz)?$", tpath.name):
             errors.append(f"{where}: key 'reference.transcriptome': expected a .fa or .fa.gz file, got {tpath.name}")
         transcriptome = str(tpath)
-    mfile = (base / v["metadata"]["file"]).resolve()
-    if not mfile.is_file():
-        errors.append(f"{where}: key 'metadata.file': file not found: {mfile}")
+    mfile = None
+    if (v["metadata"]["file"] is None) == (v["metadata"]["query"] is None):
+        errors.append(f"{where}: give exactly one of 'metadata.file' (a local table) and 'metadata.query' "
+                      "(an ENA portal search)")
+    elif v["metadata"]["file"] is not None:
+        mfile = (base / v["metadata"]["file"]).resolve()
+        if not mfile.is_file():
+            errors.append(f"{where}: key 'metadata.file': file not found: {mfile}")
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -198,11 +216,15 @@ def load_species_config(path) -> SpeciesConfig:
         species=v["species"],
         transcriptome=transcriptome,
         metadata_file=mfile,
+        metadata_query=v["metadata"]["query"],
         selection=selection,
         batch_size=v["batch"]["size"],
         prefetch=v["batch"]["prefetch"],
         download_parallel=v["download"]["parallel"],
         mirrors=dict(v["download"]["mirrors"]),
+        sources=list(v["download"]["sources"]),
+        stall_seconds=v["download"]["stall_seconds"],
+        max_bp=v["download"]["max_bp"],
         threads=v["quant"]["threads"],
         fragment_length=v["quant"]["fragment_length"],
         fragment_sd=v["quant"]["fragment_sd"],

@@ -53,12 +53,14 @@ def build_index(fasta, index_path, log_path) -> dict:
 
 
 def quantify_run(run: str, fastqs: list, index, quant_dir, *, threads: int, fragment_length: float,
-                 fragment_sd: float, expected_reads: Optional[int], verified: bool, log: RunLog) -> dict:
+                 fragment_sd: float, expected_reads: Optional[int], verified: bool, log: RunLog,
+                 extra: Optional[dict] = None) -> dict:
     """Quantify one run into ``quant_dir/RUN/``. Layout follows the files: 2 = paired, 1 = single.
 
     ``expected_reads`` (spots) from the metadata is compared with kallisto's ``n_processed``;
     when the files were not verified against an md5, each is read to its end first so a truncated
     gzip is caught and paired mates must hold the same number of records.
+    ``extra`` is recorded with the run (``quant/RUN/pipeline_run.json``), e.g. its source.
     Returns {"run", "status", "layout", "n_processed", ..., "reason"}; never raises for the run.
     """
     t0 = time.monotonic()
@@ -97,7 +99,7 @@ def quantify_run(run: str, fastqs: list, index, quant_dir, *, threads: int, frag
         result.update(n_processed=n, n_pseudoaligned=int(info.get("n_pseudoaligned", 0)),
                       p_pseudoaligned=float(info.get("p_pseudoaligned", 0.0)))
         atomic_write_json(tmp / "pipeline_run.json", {k: v for k, v in result.items() if k != "status"} |
-                          {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads})
+                          {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads} | (extra or {}))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

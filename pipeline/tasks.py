@@ -16,11 +16,11 @@ from pathlib import Path
 
 import luigi
 
-from . import batches, download, merge, metadata, quant
+from . import batches, download, ena, merge, metadata, quant, sources, subsample
 from .config import SpeciesConfig, load_all, load_species_config
 from .layout import SpeciesLayout
 from .runlog import RunLog
-from .util import atomic_write_json, atomic_write_text, read_json, remove_tree_files
+from .util import atomic_write_json, atomic_write_text, read_json
 
 logger = logging.getLogger("luigi-interface")
 
@@ -32,10 +32,13 @@ class pipeline(luigi.Config):
     stall_seconds = luigi.FloatParameter(default=60.0, description="abort an attempt after this long without data")
     backoff_base = luigi.FloatParameter(default=2.0, description="first retry delay in seconds; doubles")
     backoff_max = luigi.FloatParameter(default=120.0, description="cap on the retry delay")
+    max_retry_after = luigi.FloatParameter(default=600.0, description="cap on a server's Retry-After")
+    ena_portal_url = luigi.Parameter(default=ena.DEFAULT_BASE_URL, description="ENA portal API base URL")
 
-    def retry_policy(self) -> download.RetryPolicy:
-        return download.RetryPolicy(attempts=self.download_attempts, stall_seconds=self.stall_seconds,
-                                    backoff_base=self.backoff_base, backoff_max=self.backoff_max)
+    def retry_policy(self, stall_seconds=None) -> download.RetryPolicy:
+        return download.RetryPolicy(attempts=self.download_attempts, backoff_base=self.backoff_base,
+                                    backoff_max=self.backoff_max, max_retry_after=self.max_retry_after,
+                                    stall_seconds=stall_seconds or self.stall_seconds)
 
 
 @functools.lru_cache(maxsize=256)
@@ -88,15 +91,22 @@ class SplitMetadata(SpeciesTask):
 
     def run(self):
         t0 = time.monotonic()
-        p = self.paths
-        runs, skipped = metadata.load_runs(self.cfg.metadata_file, self.cfg.selection)
+        p, cfg = self.paths, self.cfg
+        source = cfg.metadata_file
+        if cfg.metadata_query:
+            # the answer is kept and re-used on resume, so batches stay as they were planned
+            source = p.metadata / "ena_search.tsv"
+            self._status(f"{cfg.species}: querying ENA")
+            ena.fetch_search(cfg.metadata_query, source, base_url=pipeline().ena_portal_url,
+                             policy=pipeline().retry_policy(), log=RunLog(p.logs / "metadata.log"))
+        runs, skipped = metadata.load_runs(source, cfg.selection)
         metadata.write_runs_tsv(runs, p.metadata / "runs.tsv")
         metadata.write_skipped_tsv(skipped, p.metadata / "skipped.tsv")
         groups = batches.make_batches(runs, self.cfg.batch_size)
         for i, group in enumerate(groups):
             batches.write_batch(p.batch_file(i), i, group)
         self.write_marker({"runs": len(runs), "skipped": len(skipped), "batches": len(groups),
-                           "metadata": str(self.cfg.metadata_file), "seconds": round(time.monotonic() - t0, 3)})
+                           "metadata": str(source), "seconds": round(time.monotonic() - t0, 3)})
 
 
 class BuildIndex(SpeciesTask):
@@ -146,7 +156,7 @@ class BatchDownload(BatchTask):
         t0 = time.monotonic()
         p, cfg = self.paths, self.cfg
         runs = self.runs()
-        policy = pipeline().retry_policy()
+        policy = pipeline().retry_policy(cfg.stall_seconds)
         slots = threading.Semaphore(cfg.download_parallel)
         lock = threading.Lock()
         state = {"done": 0, "bytes": 0, "last": 0.0}
@@ -167,8 +177,20 @@ class BatchDownload(BatchTask):
                 return {"run": run.run, "status": "quantified", "files": [], "bytes": 0, "seconds": 0.0,
                         "reason": "already quantified"}
             log = RunLog(p.run_log(run.run))
-            log.write(f"download: batch {self.batch}, {len(run.files)} file(s)")
-            res = download.download_run(run, p.fastq, cfg.mirrors, policy, log, slots, progress)
+            log.write(f"download: batch {self.batch}, sources {', '.join(cfg.sources)}")
+            res = sources.obtain_run(run, p.fastq, cfg.mirrors, policy, log, cfg.sources, slots, progress,
+                                     threads=cfg.threads)
+            if res["status"] == "ok" and cfg.max_bp and (run.base_count is None or run.base_count > cfg.max_bp):
+                try:
+                    cap = subsample.cap_reads([sources.run_dir(p.fastq, run.run) / f for f in res["files"]],
+                                              cfg.max_bp)
+                except subsample.CapError as e:
+                    res.update(status="failed", reason=f"max_bp: {e}")
+                    sources.clear_run_dir(p.fastq, run.run)
+                else:
+                    if cap["capped"]:
+                        res.update(expected_reads=cap["spots"], capped_bases=cap["bases"])
+                        log.write(f"max_bp: kept the first {cap['spots']} spots ({cap['bases']} bases)")
             with lock:
                 state["done"] += 1
             self._status(f"{cfg.species} batch {self.batch}: {run.run} {res['status']}")
@@ -213,7 +235,7 @@ class BatchQuant(BatchTask):
             self._status(f"{cfg.species} batch {self.batch}: kallisto {run.run} ({i + 1}/{len(downloaded)})",
                          100 * i / max(1, len(downloaded)))
             verified = all(f.md5 for f in run.files)
-            fastqs = [download.run_dir(p.fastq, run.run) / name for name in d["files"]]
+            fastqs = [sources.run_dir(p.fastq, run.run) / name for name in d["files"]]
             res = quant.quantify_run(run.run, fastqs, p.index, p.quant, threads=cfg.threads,
                                      fragment_length=cfg.fragment_length, fragment_sd=cfg.fragment_sd,
                                      expected_reads=run.read_count, verified=verified,
@@ -243,10 +265,7 @@ class BatchCleanup(BatchTask):
         t0 = time.monotonic()
         freed = 0
         for run in self.runs():
-            d = download.run_dir(self.paths.fastq, run.run)
-            freed += remove_tree_files(d)
-            if d.exists():
-                d.rmdir()
+            freed += sources.clear_run_dir(self.paths.fastq, run.run)
         self.write_marker({"batch": self.batch, "bytes_freed": freed, "seconds": round(time.monotonic() - t0, 3)})
 
 
@@ -271,11 +290,11 @@ class Species(SpeciesTask):
                 order.append(r["run"])
                 if r["status"] == "failed":
                     failures.append((r["run"], i, r.get("stage", ""), r.get("reason", "")))
-                elif "layout" in r:
-                    qc_extra[r["run"]] = {"layout": r["layout"]}
-        for run in order:  # runs quantified in an earlier session keep their layout in pipeline_run.json
-            if run not in qc_extra and (p.quant / run / "pipeline_run.json").is_file():
-                qc_extra[run] = {"layout": read_json(p.quant / run / "pipeline_run.json").get("layout", "")}
+        for run in order:
+            info = p.quant / run / "pipeline_run.json"
+            if info.is_file():
+                d = read_json(info)
+                qc_extra[run] = {k: d.get(k, "") for k in ("layout", "source", "capped")}
         merged = merge.merge_species(self.cfg.species, p.quant, order, p.merged, qc_extra)
         lines = ["run\tbatch\tstage\treason"] + [f"{r}\t{b}\t{s}\t{why}" for r, b, s, why in failures]
         atomic_write_text(p.failed_runs, "\n".join(lines) + "\n")

@@ -1,0 +1,127 @@
+"""Obtaining one run's reads from an ordered list of sources, falling through on failure.
+
+- ``ena``: the FASTQ files listed in the metadata (``fastq_ftp``), each verified against
+  ``fastq_bytes`` and ``fastq_md5``.
+- ``sra``: the run's ``.sra`` file from its candidate URLs in order (ENA's ``sra_ftp``, the AWS
+  Open Data copy, the metadata's own links), checked for the ``NCBI.sra`` signature, then
+  converted locally with ``fasterq-dump``.
+
+A source that fails leaves nothing behind: its partial files are removed before the next source
+is tried. The layout used later is decided from the files obtained, not from the metadata.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import sra
+from .download import DownloadError, RetryPolicy, fetch, safe_name
+from .model import RemoteFile, Run
+from .runlog import RunLog
+from .util import remove_tree_files
+
+SOURCES = ("ena", "sra")
+
+
+def run_dir(fastq_dir, run: str) -> Path:
+    return Path(fastq_dir) / run
+
+
+def clear_run_dir(fastq_dir, run: str) -> int:
+    """Remove everything in ``fastq/RUN/`` (finished and partial files); return bytes freed."""
+    d = run_dir(fastq_dir, run)
+    freed = remove_tree_files(d)
+    if d.exists():
+        d.rmdir()
+    return freed
+
+
+def _fetch_ena(run: Run, out: Path, mirrors, policy, log, slots, progress) -> dict:
+    if not run.files:
+        raise DownloadError("no FASTQ files listed in the metadata")
+    names, total = [], 0
+    for i, rf in enumerate(run.files, 1):
+        name = safe_name(rf.name, f"{run.run}_{i}.fastq.gz")
+        if slots:
+            with slots:
+                info = fetch(rf, out / name, mirrors, policy, log, progress)
+        else:
+            info = fetch(rf, out / name, mirrors, policy, log, progress)
+        names.append(name)
+        total += info["bytes"]
+    return {"files": names, "bytes": total, "expected_reads": run.read_count,
+            "verified": all(f.md5 for f in run.files)}
+
+
+def _fetch_sra(run: Run, out: Path, mirrors, policy, log, slots, progress, threads: int) -> dict:
+    if not run.sra_urls:
+        raise DownloadError("no .sra URL known for this run")
+    reasons = []
+    for i, url in enumerate(run.sra_urls):
+        # ENA's sra_ftp comes first and is the only one the metadata gives a size and md5 for
+        first_with_md5 = i == 0 and run.sra_md5 is not None
+        rf = RemoteFile(url=url, name=f"{run.run}.sra", md5=run.sra_md5 if first_with_md5 else None,
+                        bytes=run.sra_bytes if first_with_md5 else None)
+        dest = out / rf.name
+        try:
+            if slots:
+                with slots:
+                    info = fetch(rf, dest, mirrors, policy, log, progress)
+            else:
+                info = fetch(rf, dest, mirrors, policy, log, progress)
+            sra.check_sra_file(dest)
+            paths = sra.sra_to_fastq(dest, out, run.run, threads=threads, log=log)
+        except (DownloadError, sra.SraError) as e:
+            reasons.append(str(e))
+            log.write(f"sra: {url}: {e}")
+            unconvertible = isinstance(e, sra.SraError) and dest.exists() and sra.is_sra_file(dest)
+            dest.unlink(missing_ok=True)
+            Path(out, f".{rf.name}.part").unlink(missing_ok=True)
+            if unconvertible:
+                break  # a real .sra that fasterq-dump cannot convert: other copies will not do better
+            continue
+        dest.unlink(missing_ok=True)
+        spots = sra.count_spots(paths[:1])
+        if run.read_count is not None and spots != run.read_count:
+            log.write(f"sra: fasterq-dump gave {spots} spots; the metadata says {run.read_count} "
+                      "(unpaired reads of a paired run are left out)")
+        return {"files": [p.name for p in paths], "bytes": info["bytes"], "expected_reads": spots,
+                "verified": True, "url": info["url"]}
+    raise DownloadError("; ".join(reasons))
+
+
+def obtain_run(run: Run, fastq_dir, mirrors: dict, policy: RetryPolicy, log: RunLog,
+               sources=SOURCES, slots: Optional[threading.Semaphore] = None, progress=None,
+               threads: int = 1) -> dict:
+    """Get one run's FASTQ files into ``fastq_dir/RUN/`` from the first source that works.
+
+    Never raises for the run's own failure. Returns {"run", "status": "ok"|"failed", "source",
+    "files" (names in that folder), "bytes", "expected_reads", "verified", "seconds", "reason"}.
+    """
+    t0 = time.monotonic()
+    out = run_dir(fastq_dir, run.run)
+    result = {"run": run.run, "status": "failed", "source": "", "files": [], "bytes": 0, "seconds": 0.0,
+              "reason": ""}
+    reasons = []
+    for source in sources:
+        try:
+            if source == "ena":
+                got = _fetch_ena(run, out, mirrors, policy, log, slots, progress)
+            elif source == "sra":
+                got = _fetch_sra(run, out, mirrors, policy, log, slots, progress, threads)
+            else:
+                raise DownloadError(f"unknown source {source!r}")
+        except DownloadError as e:
+            reasons.append(f"{source}: {e}")
+            log.write(f"source {source} failed: {e}")
+            clear_run_dir(fastq_dir, run.run)
+            continue
+        result.update(got, status="ok", source=source)
+        log.write(f"obtained from {source}: {', '.join(got['files'])}")
+        break
+    else:
+        result["reason"] = " | ".join(reasons) or "no download source configured"
+    result["seconds"] = round(time.monotonic() - t0, 3)
+    return result
