@@ -234,12 +234,12 @@ class BatchQuant(BatchTask):
                 continue
             self._status(f"{cfg.species} batch {self.batch}: kallisto {run.run} ({i + 1}/{len(downloaded)})",
                          100 * i / max(1, len(downloaded)))
-            verified = all(f.md5 for f in run.files)
             fastqs = [sources.run_dir(p.fastq, run.run) / name for name in d["files"]]
             res = quant.quantify_run(run.run, fastqs, p.index, p.quant, threads=cfg.threads,
                                      fragment_length=cfg.fragment_length, fragment_sd=cfg.fragment_sd,
-                                     expected_reads=run.read_count, verified=verified,
-                                     log=RunLog(p.run_log(run.run)))
+                                     expected_reads=d.get("expected_reads"), verified=d.get("verified", False),
+                                     log=RunLog(p.run_log(run.run)),
+                                     extra={"source": d.get("source", ""), "capped": "capped_bases" in d})
             if res["status"] != "ok":
                 res["stage"] = "quant"
             if run.layout and res.get("layout") and run.layout != res["layout"]:

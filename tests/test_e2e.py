@@ -191,3 +191,15 @@ def test_resume_after_kill_downloads_no_quantified_run_again(tmp_path, sim, kall
     assert pd.read_csv(sp / "merged" / "Simulata_pairs_tpm.tsv", sep="\t").shape == (25, 5)
     assert files_under(sp / "fastq") == set()
     assert not [p for p in files_under(out) if ".tmp" in p or ".part" in p]
+
+
+def test_max_bp_caps_each_run_and_qc_says_so(tmp_path, sim, kallisto_bin):
+    with FileServer(sim["archive"]) as server:
+        _species(tmp_path, sim, server, download={"max_bp": 100_000})  # 1,000 pairs of 2 x 50 bases
+        out = tmp_path / "out"
+        r = run_luigi(tmp_path / "cfg", out)
+        assert r.returncode == 0, r.stderr[-3000:]
+    qc = pd.read_csv(out / "Simulata_pairs" / "merged" / "Simulata_pairs_qc.tsv", sep="\t")
+    assert qc["n_processed"].tolist() == [1000] * 4
+    assert qc["capped"].tolist() == [True] * 4
+    assert "max_bp: kept the first 1000 spots" in (out / "Simulata_pairs" / "work" / "logs" / "DRR000001.log").read_text()
