@@ -203,3 +203,35 @@ def test_max_bp_caps_each_run_and_qc_says_so(tmp_path, sim, kallisto_bin):
     assert qc["n_processed"].tolist() == [1000] * 4
     assert qc["capped"].tolist() == [True] * 4
     assert "max_bp: kept the first 1000 spots" in (out / "Simulata_pairs" / "work" / "logs" / "DRR000001.log").read_text()
+
+
+def test_metadata_from_an_ena_query_is_saved_and_reused(tmp_path, sim, kallisto_bin):
+    """metadata.query asks the (loopback) ENA portal once; the saved answer drives the batches."""
+    with FileServer(sim["archive"]) as server:
+        server.set_fault("/ena/portal/api/search", body=Path(sim["paired"]["metadata"]).read_bytes())
+        cfg = _species(tmp_path, sim, server, metadata={"file": None,
+                                                         "query": 'tax_eq(999) AND library_strategy="RNA-Seq"'})
+        out = tmp_path / "out"
+        portal = ("--pipeline-ena-portal-url", server.url + "/ena/portal/api")
+        r = run_luigi(tmp_path / "cfg", out, *portal)
+        assert r.returncode == 0, r.stderr[-3000:]
+        searches = [q for q in server.requests if q["path"] == "/ena/portal/api/search"]
+        assert len(searches) == 1
+        saved = out / "Simulata_pairs" / "work" / "metadata" / "ena_search.tsv"
+        assert saved.read_bytes() == Path(sim["paired"]["metadata"]).read_bytes()
+        # planning again (markers gone) re-uses the saved answer instead of asking ENA again
+        for m in (out / "Simulata_pairs" / "work" / "markers").glob("*.json"):
+            m.unlink()
+        r = run_luigi(tmp_path / "cfg", out, *portal)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert len([q for q in server.requests if q["path"] == "/ena/portal/api/search"]) == 1
+    assert pd.read_csv(out / "Simulata_pairs" / "merged" / "Simulata_pairs_tpm.tsv", sep="\t").shape == (25, 5)
+
+
+def test_empty_ena_answer_is_a_clear_error(tmp_path, sim):
+    with FileServer(sim["archive"]) as server:
+        server.set_fault("/ena/portal/api/search", status=204)
+        _species(tmp_path, sim, server, metadata={"file": None, "query": "tax_eq(1)"})
+        r = run_luigi(tmp_path / "cfg", tmp_path / "out", "--pipeline-ena-portal-url", server.url + "/ena/portal/api")
+    assert r.returncode != 0
+    assert "ENA returned no runs" in r.stderr and "tax_eq(1)" in r.stderr
