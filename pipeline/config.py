@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from .batches import parse_size
 from .model import InputError, SPECIES_RE, check_accession
 
 URL_RE = re.compile(r"^(https?|ftp|file)://", re.IGNORECASE)
@@ -68,6 +69,19 @@ def _layout(v):
         return f"must be PAIRED or SINGLE, got {v!r}"
 
 
+def _size(lo):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            return f"must be a size such as 40G, 500M or a number of bytes, got {v!r}"
+        try:
+            n = parse_size(v)
+        except ValueError as e:
+            return str(e)
+        if n < lo:
+            return f"must be at least {lo} byte(s), got {v!r}"
+    return check
+
+
 def _sources(v):
     if not isinstance(v, list) or not v or any(x not in ("ena", "sra") for x in v) or len(set(v)) != len(v):
         return f"must be a non-empty list drawn from [ena, sra] without repeats, got {v!r}"
@@ -101,6 +115,11 @@ SCHEMA: dict[str, Any] = {
     "batch": {
         "size": (False, 8, _int_min(1)),
         "prefetch": (False, 1, _int_min(0)),
+        "max_bytes": (False, None, _size(1)),
+    },
+    "disk": {
+        "min_free": (False, "1G", _size(0)),
+        "wait_seconds": (False, 600, _positive_number),
     },
     "download": {
         "parallel": (False, 4, _int_min(1)),
@@ -127,6 +146,9 @@ class SpeciesConfig:
     selection: dict = field(default_factory=dict)
     batch_size: int = 8
     prefetch: int = 1  # batches that may download while an earlier one is quantified
+    max_bytes: Optional[int] = None  # byte budget of one batch's reads
+    min_free: int = 1 << 30  # free space to leave on the output's file system
+    disk_wait_seconds: float = 600
     download_parallel: int = 4
     mirrors: dict = field(default_factory=dict)
     sources: list = field(default_factory=lambda: ["ena", "sra"])
@@ -141,11 +163,25 @@ class SpeciesConfig:
         return bool(URL_RE.match(self.transcriptome))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _validate(doc: Any, schema: dict, where: str, errors: list, prefix: str = "") -> dict:
     out = {}
     if not isinstance(doc, dict):
         errors.append(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {type(doc).__name__}")
-        return out
+        doc, errors = {}, []  # fill in defaults below, reporting the shape once rather than each key
     for key in doc:
         if key not in schema:
             known = ", ".join(sorted(schema))
@@ -175,21 +211,26 @@ def load_species_config(path) -> SpeciesConfig:
     path = Path(path).resolve()
     where = str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{where}: cannot read species config: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start}): {e.reason}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML: {e}") from None
     errors: list[str] = []
     v = _validate(doc if doc is not None else {}, SCHEMA, where, errors)
-    if errors:
+    if not isinstance(doc, dict):
         raise ConfigError("\n".join(errors))
 
+    # file checks run even when keys are wrong, so one message lists every problem
     base = path.parent
     transcriptome = v["reference"]["transcriptome"]
-    if not URL_RE.match(transcriptome):
+    if not isinstance(transcriptome, str) or not transcriptome.strip():
+        pass  # already reported
+    elif not URL_RE.match(transcriptome):
         tpath = (base / transcriptome).resolve()
         if not tpath.is_file():
             errors.append(f"{where}: key 'reference.transcriptome': file not found: {tpath}")
@@ -197,7 +238,9 @@ def load_species_config(path) -> SpeciesConfig:
             errors.append(f"{where}: key 'reference.transcriptome': expected a .fa or .fa.gz file, got {tpath.name}")
         transcriptome = str(tpath)
     mfile = None
-    if (v["metadata"]["file"] is None) == (v["metadata"]["query"] is None):
+    if not isinstance(v["metadata"]["file"] or "", str):
+        pass  # already reported
+    elif (v["metadata"]["file"] is None) == (v["metadata"]["query"] is None):
         errors.append(f"{where}: give exactly one of 'metadata.file' (a local table) and 'metadata.query' "
                       "(an ENA portal search)")
     elif v["metadata"]["file"] is not None:
@@ -220,6 +263,9 @@ def load_species_config(path) -> SpeciesConfig:
         selection=selection,
         batch_size=v["batch"]["size"],
         prefetch=v["batch"]["prefetch"],
+        max_bytes=None if v["batch"]["max_bytes"] is None else parse_size(v["batch"]["max_bytes"]),
+        min_free=parse_size(v["disk"]["min_free"]),
+        disk_wait_seconds=v["disk"]["wait_seconds"],
         download_parallel=v["download"]["parallel"],
         mirrors=dict(v["download"]["mirrors"]),
         sources=list(v["download"]["sources"]),
@@ -241,8 +287,12 @@ def find_species_configs(config_dir) -> list[Path]:
     return paths
 
 
-def load_all(config_dir) -> list[SpeciesConfig]:
-    """Validate every species config in ``config_dir``; raise one ConfigError listing all problems."""
+def load_all(config_dir, cpu_cap: Optional[int] = None) -> list[SpeciesConfig]:
+    """Validate every species config in ``config_dir``; raise one ConfigError listing all problems.
+
+    ``cpu_cap`` is the machine-wide CPU resource (luigi.cfg ``[resources] cpu``): a species asking
+    for more kallisto threads could never be scheduled, so it is an error here.
+    """
     errors, configs, seen = [], [], {}
     for p in find_species_configs(config_dir):
         try:
@@ -254,6 +304,10 @@ def load_all(config_dir) -> list[SpeciesConfig]:
             errors.append(f"{p.resolve()}: species '{c.species}' is also configured in {seen[c.species]}")
             continue
         seen[c.species] = p.resolve()
+        if cpu_cap is not None and c.threads > cpu_cap:
+            errors.append(f"{c.path}: key 'quant.threads' is {c.threads} but luigi.cfg [resources] cpu allows "
+                          f"{cpu_cap}: lower quant.threads or raise [resources] cpu")
+            continue
         configs.append(c)
     if errors:
         raise ConfigError("\n".join(errors))

@@ -327,6 +327,20 @@ def _sra_candidates(run: str, urls: Iterable[str]) -> list[str]:
     return out
 
 
+MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+def _md5_of(row: "_Row", value: str, column: str):
+    """A checksum from the table, or None; a malformed one is an error before any download."""
+    value = _clean(value)
+    if not value:
+        return None
+    if not MD5_RE.match(value):
+        raise InputError(f"{row.where(column)}: malformed md5 {value!r} for run {row.run} "
+                         "(expected 32 hexadecimal digits)")
+    return value.lower()
+
+
 def _parse_ena(row: _Row) -> Run:
     run = row.run
     ftp = _split_list(row.get("fastq_ftp"))
@@ -355,12 +369,11 @@ def _parse_ena(row: _Row) -> Run:
             name = _url_basename(urls[i])
             if not name:
                 raise InputError(f"{row.where('fastq_ftp')}: no file name in URL {urls[i]!r}")
-            md5 = _clean(lists["fastq_md5"][i])
             files.append(
                 RemoteFile(
                     url=urls[i],
                     name=name,
-                    md5=md5.lower() if md5 else None,
+                    md5=_md5_of(row, lists["fastq_md5"][i], "fastq_md5"),
                     bytes=row.to_int(_clean(lists["fastq_bytes"][i]), "fastq_bytes"),
                 )
             )
@@ -370,7 +383,7 @@ def _parse_ena(row: _Row) -> Run:
         sra_urls.append(row.url(sra_ftp[0], "sra_ftp"))
         md5s = _split_list(row.get("sra_md5"))
         sizes = _split_list(row.get("sra_bytes"))
-        sra_md5 = _clean(md5s[0]).lower() if md5s and _clean(md5s[0]) else None
+        sra_md5 = _md5_of(row, md5s[0], "sra_md5") if md5s else None
         sra_bytes = row.to_int(_clean(sizes[0]), "sra_bytes") if sizes else None
     return Run(
         run=run,

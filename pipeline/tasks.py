@@ -16,7 +16,7 @@ from pathlib import Path
 
 import luigi
 
-from . import batches, download, ena, merge, metadata, quant, sources, subsample
+from . import batches, disk, download, ena, merge, metadata, quant, sources, subsample
 from .config import SpeciesConfig, load_all, load_species_config
 from .layout import SpeciesLayout
 from .runlog import RunLog
@@ -34,6 +34,8 @@ class pipeline(luigi.Config):
     backoff_max = luigi.FloatParameter(default=120.0, description="cap on the retry delay")
     max_retry_after = luigi.FloatParameter(default=600.0, description="cap on a server's Retry-After")
     ena_portal_url = luigi.Parameter(default=ena.DEFAULT_BASE_URL, description="ENA portal API base URL")
+    disk_limit = luigi.Parameter(default="", description="cap on bytes under the output directory, e.g. 500G "
+                                 "(empty: only the file system's free space counts)")
 
     def retry_policy(self, stall_seconds=None) -> download.RetryPolicy:
         return download.RetryPolicy(attempts=self.download_attempts, backoff_base=self.backoff_base,
@@ -61,8 +63,14 @@ class SpeciesTask(luigi.Task):
     def marker(self, name: str) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.paths.marker(name)))
 
+    def _begin(self) -> float:
+        self._started_at = time.time()
+        return time.monotonic()
+
     def write_marker(self, figures: dict) -> None:
-        atomic_write_json(self.output().path, figures)
+        """The task's output, written last: its figures plus when it started and finished."""
+        stamps = {"started_at": getattr(self, "_started_at", None), "finished_at": time.time()}
+        atomic_write_json(self.output().path, figures | stamps)
 
     def species_args(self) -> dict:
         return {"config_path": self.config_path, "output_dir": self.output_dir}
@@ -90,7 +98,7 @@ class SplitMetadata(SpeciesTask):
         return self.marker("split")
 
     def run(self):
-        t0 = time.monotonic()
+        t0 = self._begin()
         p, cfg = self.paths, self.cfg
         source = cfg.metadata_file
         if cfg.metadata_query:
@@ -102,10 +110,21 @@ class SplitMetadata(SpeciesTask):
         runs, skipped = metadata.load_runs(source, cfg.selection)
         metadata.write_runs_tsv(runs, p.metadata / "runs.tsv")
         metadata.write_skipped_tsv(skipped, p.metadata / "skipped.tsv")
-        groups = batches.make_batches(runs, self.cfg.batch_size)
+        groups = batches.make_batches(runs, cfg.batch_size, cfg.max_bytes)
+        if cfg.max_bytes:
+            for r, b in batches.oversized_runs(runs, cfg.max_bytes):
+                logger.warning("%s: run %s is expected to be %s, more than batch.max_bytes %s: it gets a batch "
+                               "of its own", cfg.species, r.run, disk.human(b), disk.human(cfg.max_bytes))
+            unknown = batches.unknown_size_runs(runs)
+            if unknown:
+                logger.warning("%s: %d run(s) have no size in the metadata; each is counted as batch.max_bytes "
+                               "and gets a batch of its own: %s", cfg.species, len(unknown),
+                               ", ".join(r.run for r in unknown[:20]))
         for i, group in enumerate(groups):
             batches.write_batch(p.batch_file(i), i, group)
         self.write_marker({"runs": len(runs), "skipped": len(skipped), "batches": len(groups),
+                           "max_bytes": cfg.max_bytes,
+                           "largest_batch_bytes": max((batches.batch_bytes(g)[0] for g in groups), default=0),
                            "metadata": str(source), "seconds": round(time.monotonic() - t0, 3)})
 
 
@@ -118,7 +137,7 @@ class BuildIndex(SpeciesTask):
         return self.marker("index")
 
     def run(self):
-        t0 = time.monotonic()
+        t0 = self._begin()
         p = self.paths
         p.genome.mkdir(parents=True, exist_ok=True)
         fasta = self.cfg.transcriptome
@@ -153,14 +172,15 @@ class BatchDownload(BatchTask):
         return self.marker(f"download_{self.batch:05d}")
 
     def run(self):
-        t0 = time.monotonic()
+        t0 = self._begin()
         p, cfg = self.paths, self.cfg
         runs = self.runs()
+        need, free_at_start = self._wait_for_space(runs)
         policy = pipeline().retry_policy(cfg.stall_seconds)
         slots = threading.Semaphore(cfg.download_parallel)
         lock = threading.Lock()
         state = {"done": 0, "bytes": 0, "last": 0.0}
-        expected = sum(r.fastq_bytes or 0 for r in runs) or 1
+        expected = batches.batch_bytes(runs)[0] or 1
 
         def progress(n):
             with lock:
@@ -199,9 +219,32 @@ class BatchDownload(BatchTask):
         with ThreadPoolExecutor(max_workers=cfg.download_parallel) as pool:
             results = list(pool.map(one, runs))
         self.write_marker({"batch": self.batch, "runs": results, "bytes": sum(r["bytes"] for r in results),
+                           "expected_bytes": need, "free_at_start": free_at_start,
                            "ok": sum(r["status"] == "ok" for r in results),
                            "failed": sum(r["status"] == "failed" for r in results),
                            "seconds": round(time.monotonic() - t0, 3)})
+
+
+    def _wait_for_space(self, runs):
+        """Never start a batch that cannot fit: its bytes still to come, plus those of earlier
+        batches still downloading, plus ``disk.min_free``. Waits up to ``disk.wait_seconds``."""
+        p, cfg = self.paths, self.cfg
+
+        def remaining(rs):
+            total, _ = batches.batch_bytes(rs)
+            return max(0, total - sum(disk.tree_bytes(sources.run_dir(p.fastq, r.run)) for r in rs))
+
+        need = remaining(runs)
+        for k in range(max(0, self.batch - cfg.prefetch), self.batch):
+            if not p.marker(f"download_{k:05d}").exists():
+                need += remaining(batches.read_batch(p.batch_file(k)))
+        p.fastq.mkdir(parents=True, exist_ok=True)
+        limit = batches.parse_size(pipeline().disk_limit) if pipeline().disk_limit else None
+        self._status(f"{cfg.species} batch {self.batch}: checking free space for {disk.human(need)}")
+        free = disk.wait_for_space(p.fastq, need, cfg.min_free, timeout_s=cfg.disk_wait_seconds, poll_s=10,
+                                   log=RunLog(p.logs / "disk.log"), limit=limit, used_root=p.output_dir,
+                                   what=f"{cfg.species} batch {self.batch}")
+        return need, free
 
 
 class BatchQuant(BatchTask):
@@ -219,7 +262,7 @@ class BatchQuant(BatchTask):
         return self.marker(f"quant_{self.batch:05d}")
 
     def run(self):
-        t0 = time.monotonic()
+        t0 = self._begin()
         p, cfg = self.paths, self.cfg
         runs = {r.run: r for r in self.runs()}
         downloaded = read_json(self.input()["download"].path)["runs"]
@@ -262,7 +305,7 @@ class BatchCleanup(BatchTask):
         return self.marker(f"cleanup_{self.batch:05d}")
 
     def run(self):
-        t0 = time.monotonic()
+        t0 = self._begin()
         freed = 0
         for run in self.runs():
             freed += sources.clear_run_dir(self.paths.fastq, run.run)
@@ -279,7 +322,7 @@ class Species(SpeciesTask):
         return self.marker("species")
 
     def run(self):
-        t0 = time.monotonic()
+        t0 = self._begin()
         p = self.paths
         n = read_json(self.input().path)["batches"]
         yield [BuildIndex(**self.species_args())] + \
@@ -320,5 +363,6 @@ class MultiSpecies(luigi.WrapperTask):
     output_dir = luigi.Parameter(default="output/amalgkit")
 
     def requires(self):
-        configs = load_all(self.config_dir)
+        cpu = luigi.configuration.get_config().getint("resources", "cpu", None)
+        configs = load_all(self.config_dir, cpu_cap=cpu)
         return [Species(config_path=str(c.path), output_dir=self.output_dir) for c in configs]
