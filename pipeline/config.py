@@ -201,6 +201,8 @@ def _validate(doc: Any, schema: dict, where: str, errors: list, prefix: str = ""
             continue
         problem = check(doc[key])
         if problem:
+            if not problem.startswith("must"):
+                problem = "is invalid: " + problem
             errors.append(f"{where}: key '{prefix}{key}' {problem}")
         out[key] = doc[key]
     return out
@@ -219,7 +221,13 @@ def load_species_config(path) -> SpeciesConfig:
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: not valid YAML{at}: {what}") from None
+    if doc is None:
+        raise ConfigError(f"{where}: the file is empty (a species config needs at least 'species', "
+                          "'reference.transcriptome' and 'metadata')")
     errors: list[str] = []
     v = _validate(doc if doc is not None else {}, SCHEMA, where, errors)
     if not isinstance(doc, dict):
@@ -232,7 +240,9 @@ def load_species_config(path) -> SpeciesConfig:
         pass  # already reported
     elif not URL_RE.match(transcriptome):
         tpath = (base / transcriptome).resolve()
-        if not tpath.is_file():
+        if tpath.exists() and not tpath.is_file():
+            errors.append(f"{where}: key 'reference.transcriptome': not a regular file: {tpath}")
+        elif not tpath.is_file():
             errors.append(f"{where}: key 'reference.transcriptome': file not found: {tpath}")
         elif not re.search(r"\.(fa|fasta|fna)(\.gz)?$", tpath.name):
             errors.append(f"{where}: key 'reference.transcriptome': expected a .fa or .fa.gz file, got {tpath.name}")
@@ -245,7 +255,9 @@ def load_species_config(path) -> SpeciesConfig:
                       "(an ENA portal search)")
     elif v["metadata"]["file"] is not None:
         mfile = (base / v["metadata"]["file"]).resolve()
-        if not mfile.is_file():
+        if mfile.exists() and not mfile.is_file():
+            errors.append(f"{where}: key 'metadata.file': not a regular file: {mfile}")
+        elif not mfile.is_file():
             errors.append(f"{where}: key 'metadata.file': file not found: {mfile}")
     if errors:
         raise ConfigError("\n".join(errors))

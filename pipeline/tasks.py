@@ -18,6 +18,7 @@ import luigi
 
 from . import batches, disk, download, ena, merge, metadata, quant, sources, subsample
 from .config import SpeciesConfig, load_all, load_species_config
+from .model import InputError
 from .layout import SpeciesLayout
 from .runlog import RunLog
 from .util import atomic_write_json, atomic_write_text, read_json
@@ -364,5 +365,28 @@ class MultiSpecies(luigi.WrapperTask):
 
     def requires(self):
         cpu = luigi.configuration.get_config().getint("resources", "cpu", None)
-        configs = load_all(self.config_dir, cpu_cap=cpu)
-        return [Species(config_path=str(c.path), output_dir=self.output_dir) for c in configs]
+        try:
+            configs = load_all(self.config_dir, cpu_cap=cpu)
+            species = [Species(config_path=str(c.path), output_dir=self.output_dir) for c in configs]
+            # local metadata tables of unfinished species are checked before any species downloads
+            for c, task in zip(configs, species):
+                if c.metadata_file and not task.complete():
+                    _check_metadata(str(c.path), c.metadata_file.stat().st_mtime_ns)
+        except InputError as e:
+            _report_input_error(e)
+            raise
+        return species
+
+
+@functools.lru_cache(maxsize=64)
+def _check_metadata(config_path: str, mtime_ns: int) -> None:
+    """Read a species' local metadata table once per version of it (Luigi calls requires() often)."""
+    cfg = _config(config_path)
+    metadata.load_runs(cfg.metadata_file, cfg.selection)
+
+
+def _report_input_error(e: Exception) -> None:
+    """Configuration problems are the user's to fix: say them plainly, before Luigi's traceback."""
+    bar = "=" * 72
+    print(f"\n{bar}\nCannot start: the configuration or metadata has problems:\n{e}\n{bar}\n",
+          file=sys.stderr, flush=True)

@@ -19,7 +19,6 @@ from pipeline.fileserver import FileServer
 from helpers import files_under, run_luigi, write_metadata
 
 CONFIG_ERROR = 35  # [retcode] scheduling_error
-TASK_FAILED = 30  # [retcode] task_failed
 DELETE = object()  # in an override: drop this key from the base YAML
 
 ENA_COLUMNS = ["run_accession", "library_layout", "library_strategy", "library_source",
@@ -392,8 +391,11 @@ def test_bad_metadata_is_named_and_nothing_is_planned(inputs, case):
     (reads / "PRIV1_1.fastq.gz").write_bytes(b"x")
     mfile = make(d / f"{case}.tsv", reads)
     write_yaml(inputs["cfg"], "species.yaml", merged(base_doc(inputs), {"metadata": {"file": str(mfile)}}))
-    r = run_checked(inputs, expect_rc=TASK_FAILED)
+    # local tables are read before any species starts, so a bad one stops the run at planning
+    r = run_checked(inputs, expect_rc=CONFIG_ERROR)
     assert_names(r.stderr, str(mfile), *(f.format(reads=reads) for f in fragments))
+    assert "Cannot start: the configuration or metadata has problems" in r.stderr
+    assert not inputs["out"].exists()
     written = files_under(inputs["out"])
     assert not [p for p in written if "batch" in p or p.endswith("runs.tsv")], written
     assert not [p for p in written if "/fastq/" in p or "/quant/" in p or "/genome/" in p], written
