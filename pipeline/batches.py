@@ -176,3 +176,15 @@ def write_batch(path, batch: int, runs: list[Run], bytes_per_base: float = DEFAU
 
 def read_batch(path) -> list[Run]:
     return [Run.from_dict(d) for d in read_json(path)["runs"]]
+
+
+def extend_plan(kept: list[list[Run]], runs: list[Run], size: Optional[int] = None,
+                max_bytes: Optional[int] = None, bytes_per_base: float = DEFAULT_BYTES_PER_BASE) -> list[list[Run]]:
+    """Re-plan after the metadata changed, without moving any run of a batch already started.
+
+    ``kept`` are the batches to keep as they are (a prefix of the old plan); the runs of ``runs``
+    that are in none of them are packed into new batches after them, in metadata order.
+    """
+    planned = {r.run for batch in kept for r in batch}
+    rest = [r for r in runs if r.run not in planned]
+    return list(kept) + (make_batches(rest, size, max_bytes, bytes_per_base) if rest else [])

@@ -111,7 +111,11 @@ class SplitMetadata(SpeciesTask):
         runs, skipped = metadata.load_runs(source, cfg.selection)
         metadata.write_runs_tsv(runs, p.metadata / "runs.tsv")
         metadata.write_skipped_tsv(skipped, p.metadata / "skipped.tsv")
-        groups = batches.make_batches(runs, cfg.batch_size, cfg.max_bytes)
+        kept = self._started_batches()
+        groups = batches.extend_plan(kept, runs, cfg.batch_size, cfg.max_bytes)
+        if kept:
+            logger.info("%s: re-planning: batches 0-%d were started and keep their runs; %d new batch(es)",
+                        cfg.species, len(kept) - 1, len(groups) - len(kept))
         if cfg.max_bytes:
             for r, b in batches.oversized_runs(runs, cfg.max_bytes):
                 logger.warning("%s: run %s is expected to be %s, more than batch.max_bytes %s: it gets a batch "
@@ -121,12 +125,30 @@ class SplitMetadata(SpeciesTask):
                 logger.warning("%s: %d run(s) have no size in the metadata; each is counted as batch.max_bytes "
                                "and gets a batch of its own: %s", cfg.species, len(unknown),
                                ", ".join(r.run for r in unknown[:20]))
-        for i, group in enumerate(groups):
+        for i, group in enumerate(groups[len(kept):], len(kept)):
             batches.write_batch(p.batch_file(i), i, group)
+        for stale in range(len(groups), len(groups) + 100_000):  # a re-plan may need fewer batches
+            if not p.batch_file(stale).exists():
+                break
+            p.batch_file(stale).unlink()
         self.write_marker({"runs": len(runs), "skipped": len(skipped), "batches": len(groups),
                            "max_bytes": cfg.max_bytes,
                            "largest_batch_bytes": max((batches.batch_bytes(g)[0] for g in groups), default=0),
                            "metadata": str(source), "seconds": round(time.monotonic() - t0, 3)})
+
+
+    def _started_batches(self) -> list:
+        """When planning again (``python -m pipeline.refresh``), the batches up to the last one whose
+        download started keep their runs; an unfinished tail is planned afresh."""
+        p = self.paths
+        last = -1
+        for i in range(100_000):
+            if not p.batch_file(i).exists():
+                break
+            if p.marker(f"download_{i:05d}").exists() or any(sources.run_dir(p.fastq, r.run).exists()
+                                                              for r in batches.read_batch(p.batch_file(i))):
+                last = i
+        return [batches.read_batch(p.batch_file(i)) for i in range(last + 1)]
 
 
 class BuildIndex(SpeciesTask):

@@ -225,6 +225,14 @@ def test_metadata_from_an_ena_query_is_saved_and_reused(tmp_path, sim, kallisto_
         r = run_luigi(tmp_path / "cfg", out, *portal)
         assert r.returncode == 0, r.stderr[-3000:]
         assert len([q for q in server.requests if q["path"] == "/ena/portal/api/search"]) == 1
+        # on request, ENA is asked again and the new answer replaces the saved one
+        lines = Path(sim["paired"]["metadata"]).read_text().splitlines(keepends=True)
+        server.set_fault("/ena/portal/api/search", body="".join(lines[:3]).encode())
+        r = subprocess.run([os.sys.executable, "-m", "pipeline.refresh", str(tmp_path / "cfg"), str(out),
+                            "--ena-portal-url", server.url + "/ena/portal/api"], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0 and "ENA now lists 2 runs" in r.stdout, r.stdout + r.stderr
+        assert len([q for q in server.requests if q["path"] == "/ena/portal/api/search"]) == 2
+        assert saved.read_text() == "".join(lines[:3])
     assert pd.read_csv(out / "Simulata_pairs" / "merged" / "Simulata_pairs_tpm.tsv", sep="\t").shape == (25, 5)
 
 
@@ -235,3 +243,32 @@ def test_empty_ena_answer_is_a_clear_error(tmp_path, sim):
         r = run_luigi(tmp_path / "cfg", tmp_path / "out", "--pipeline-ena-portal-url", server.url + "/ena/portal/api")
     assert r.returncode != 0
     assert "ENA returned no runs" in r.stderr and "tax_eq(1)" in r.stderr
+
+
+def test_refresh_adds_new_runs_and_keeps_started_batches(tmp_path, sim, kallisto_bin):
+    """New rows in the metadata: started batches keep their runs, only the new runs are fetched."""
+    full = pd.read_csv(sim["paired"]["metadata"], sep="\t", dtype=str)
+    mfile = tmp_path / "meta.tsv"
+    full.iloc[:3].to_csv(mfile, sep="\t", index=False)
+    out = tmp_path / "out"
+    with FileServer(sim["archive"]) as server:
+        write_species(tmp_path / "cfg", "Simulata_pairs", sim["paired"]["transcriptome"], mfile,
+                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
+        assert run_luigi(tmp_path / "cfg", out).returncode == 0
+        plan = out / "Simulata_pairs" / "work" / "metadata" / "batches"
+        before = {p.name: p.read_bytes() for p in plan.iterdir()}
+        assert sorted(before) == ["batch_00000.json", "batch_00001.json"]  # 2 + 1 runs
+        n = len(server.requests)
+        full.to_csv(mfile, sep="\t", index=False)  # DRR000004 appears
+        r = subprocess.run([os.sys.executable, "-m", "pipeline.refresh", str(tmp_path / "cfg"), str(out)],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        r = run_luigi(tmp_path / "cfg", out)
+        assert r.returncode == 0, r.stderr[-3000:]
+        fetched = {q["path"].rsplit("/", 1)[1] for q in server.requests[n:] if q["method"] == "GET"}
+    assert fetched == {"DRR000004_1.fastq.gz", "DRR000004_2.fastq.gz"}
+    after = {p.name: p.read_bytes() for p in plan.iterdir()}
+    assert {k: after[k] for k in before} == before  # started batches unchanged
+    assert "DRR000004" in after["batch_00002.json"].decode()
+    tpm = pd.read_csv(out / "Simulata_pairs" / "merged" / "Simulata_pairs_tpm.tsv", sep="\t")
+    assert list(tpm.columns) == ["target_id", "DRR000001", "DRR000002", "DRR000003", "DRR000004"]
