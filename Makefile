@@ -40,7 +40,8 @@ test: deps
 	$(PY) -m pytest -q
 
 bench: deps
-	$(PY) bench/run.py
+	$(PY) bench/download_bench.py
+	$(PY) bench/pipeline_bench.py
 
 clean-demo:
 	rm -rf output/demo

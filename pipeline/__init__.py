@@ -5,3 +5,4 @@
 from .tasks import (BatchCleanup, BatchDownload, BatchQuant, BuildIndex, MultiSpecies, Species,  # noqa: F401
                     SplitMetadata, pipeline)
 from .kallisto import kallisto  # noqa: F401
+from .sra import fasterq_dump  # noqa: F401

@@ -14,16 +14,15 @@ import random
 import re
 import shutil
 import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .model import RemoteFile, Run
+from .model import RemoteFile
 from .runlog import RunLog
 
 CHUNK = 1 << 20
@@ -109,14 +108,18 @@ def _verify(part: Path, rf: RemoteFile, url: str, digest: Optional[str]) -> None
             raise DownloadError(f"{url}: md5 mismatch: expected {rf.md5}, got {got}")
 
 
-def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, progress) -> None:
-    """One transfer attempt into ``part``, resuming from its current size. Raises _Retryable."""
+def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, progress) -> Optional[str]:
+    """One transfer attempt into ``part``, resuming from its current size. Raises _Retryable.
+
+    Returns the md5 of the whole ``part`` when it was computed on the way (the blocks are hashed as
+    they arrive, after the bytes already on disk), else None and the caller hashes the file.
+    """
     have = part.stat().st_size if part.exists() else 0
     if rf.bytes is not None and have > rf.bytes:
         part.unlink()
         have = 0
     if rf.bytes is not None and have == rf.bytes:
-        return
+        return None
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -135,6 +138,7 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
         raise _Retryable(f"connection failed: {reason}")
     with resp:
         mode = "ab"
+        h = hashlib.md5() if rf.md5 else None
         if have:
             if resp.status == 206:
                 cr = _parse_content_range(resp.headers.get("Content-Range"))
@@ -144,6 +148,8 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
                                      f"not starting at byte {have}; restarting", wait=0)
             else:  # 200: the server sent the whole file, start over
                 mode, have = "wb", 0
+        if h is not None and have:
+            md5_file(part, h)  # the bytes already on disk, then the new ones as they come
         elif resp.status != 200:
             raise _Retryable(f"unexpected HTTP {resp.status}")
         with open(part, mode) as out:
@@ -158,6 +164,8 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
                 if not block:
                     break
                 out.write(block)
+                if h is not None:
+                    h.update(block)
                 done += len(block)
                 if rf.bytes is not None and done > rf.bytes:
                     break
@@ -165,6 +173,7 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
                     progress(len(block))
         if rf.bytes is not None and done < rf.bytes:
             raise _Retryable(f"short read: {done} of {rf.bytes} bytes")
+    return h.hexdigest() if h is not None else None
 
 
 def _fetch_local(path: Path, part: Path) -> None:
@@ -201,17 +210,18 @@ def fetch(rf: RemoteFile, dest: Path, mirrors: Optional[dict] = None, policy: Op
     md5_retry_done = False
     while True:
         attempt += 1
+        digest = None
         try:
             if scheme == "file":
                 if part.exists():
                     part.unlink()
                 _fetch_local(Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path)), part)
             elif scheme in ("http", "https"):
-                _http_attempt(url, part, rf, policy, progress)
+                digest = _http_attempt(url, part, rf, policy, progress)
             else:
                 raise DownloadError(f"{url}: unsupported URL scheme '{scheme}' (http, https and file are)")
             try:
-                _verify(part, rf, url, None)
+                _verify(part, rf, url, digest)
             except DownloadError as e:
                 part.unlink(missing_ok=True)
                 if scheme != "file" and not md5_retry_done:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import logging
 import os
 import posixpath
 import re
-import tempfile
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Iterable, Optional
@@ -35,6 +35,7 @@ from urllib.request import url2pathname
 import pandas as pd
 
 from .model import PAIRED, SINGLE, InputError, RemoteFile, Run, check_accession
+from .util import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -628,24 +629,12 @@ def load_runs(path, selection: dict | None = None) -> tuple[list[Run], list[tupl
 
 
 def _write_tsv_atomic(path, header: list[str], rows: Iterable[list]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh, delimiter="\t", lineterminator="\n")
-            w.writerow(header)
-            for r in rows:
-                w.writerow(["" if v is None else v for v in r])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if v is None else v for v in r])
+    atomic_write_text(path, buf.getvalue())
 
 
 def write_runs_tsv(runs: Iterable[Run], path) -> None:

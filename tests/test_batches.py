@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import batches
 from pipeline.batches import (DEFAULT_BYTES_PER_BASE, batch_bytes, expected_bytes, make_batches,
                               oversized_runs, parse_size, read_batch, unknown_size_runs, write_batch)
 from pipeline.model import RemoteFile, Run

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -209,7 +208,7 @@ def test_metadata_from_an_ena_query_is_saved_and_reused(tmp_path, sim, kallisto_
     """metadata.query asks the (loopback) ENA portal once; the saved answer drives the batches."""
     with FileServer(sim["archive"]) as server:
         server.set_fault("/ena/portal/api/search", body=Path(sim["paired"]["metadata"]).read_bytes())
-        cfg = _species(tmp_path, sim, server, metadata={"file": None,
+        _species(tmp_path, sim, server, metadata={"file": None,
                                                          "query": 'tax_eq(999) AND library_strategy="RNA-Seq"'})
         out = tmp_path / "out"
         portal = ("--pipeline-ena-portal-url", server.url + "/ena/portal/api")
