@@ -271,3 +271,43 @@ def test_refresh_adds_new_runs_and_keeps_started_batches(tmp_path, sim, kallisto
     assert "DRR000004" in after["batch_00002.json"].decode()
     tpm = pd.read_csv(out / "Simulata_pairs" / "merged" / "Simulata_pairs_tpm.tsv", sep="\t")
     assert list(tpm.columns) == ["target_id", "DRR000001", "DRR000002", "DRR000003", "DRR000004"]
+
+
+def test_private_local_files_are_quantified_and_never_deleted(tmp_path, sim, kallisto_bin):
+    """An integrate table (run, read1_path, read2_path): the user's own files survive the cleanup."""
+    src = sim["archive"] / "vol1" / "fastq" / "DRR000"
+    own = tmp_path / "private"
+    own.mkdir()
+    for run in ("DRR000001", "DRR000002"):
+        for m in (1, 2):
+            (own / f"{run}_{m}.fastq.gz").write_bytes((src / run / f"{run}_{m}.fastq.gz").read_bytes())
+    before = {p.name: p.read_bytes() for p in own.iterdir()}
+    table = tmp_path / "cfg" / "local.tsv"
+    table.parent.mkdir(parents=True)
+    table.write_text("run\tread1_path\tread2_path\n" + "".join(
+        f"{r}\t../private/{r}_1.fastq.gz\t../private/{r}_2.fastq.gz\n" for r in ("DRR000001", "DRR000002")))
+    write_species(tmp_path / "cfg", "Simulata_pairs", sim["paired"]["transcriptome"], table)
+    out = tmp_path / "out"
+    r = run_luigi(tmp_path / "cfg", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in own.iterdir()} == before
+    qc = pd.read_csv(out / "Simulata_pairs" / "merged" / "Simulata_pairs_qc.tsv", sep="\t")
+    assert qc["n_processed"].tolist() == [3000, 3000] and qc["layout"].tolist() == ["PAIRED", "PAIRED"]
+    assert files_under(out / "Simulata_pairs" / "fastq") == set()
+
+
+def test_layout_follows_the_files_and_a_mismatch_is_logged(tmp_path, sim, kallisto_bin):
+    """Metadata says PAIRED but one FASTQ is listed: quantified single-end, noted in the run's log."""
+    meta = pd.read_csv(sim["single"]["metadata"], sep="\t", dtype=str)
+    meta["library_layout"] = "PAIRED"
+    mfile = tmp_path / "meta.tsv"
+    meta.to_csv(mfile, sep="\t", index=False)
+    with FileServer(sim["archive"]) as server:
+        write_species(tmp_path / "cfg", "Simulata_single", sim["single"]["transcriptome"], mfile,
+                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
+        r = run_luigi(tmp_path / "cfg", tmp_path / "out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    sp = tmp_path / "out" / "Simulata_single"
+    qc = pd.read_csv(sp / "merged" / "Simulata_single_qc.tsv", sep="\t")
+    assert qc["layout"].tolist() == ["SINGLE", "SINGLE"]
+    assert "layout: metadata says PAIRED, files give SINGLE" in (sp / "work" / "logs" / "DRR000011.log").read_text()
