@@ -504,11 +504,11 @@ def _loop(url: str, dest: Path, chunk: int, mode: str, hash_inline: bool) -> Opt
 
 LOOP_VARIANTS = [
     # name, mode, chunk, md5 while receiving
-    ("read1 1 MiB, md5 after (= download.py)", "read1", 1 << 20, False),
+    ("read1 1 MiB, md5 after (the old loop)", "read1", 1 << 20, False),
     ("read1 4 MiB, md5 after", "read1", 4 << 20, False),
     ("readinto 1 MiB reused buffer, md5 after", "readinto", 1 << 20, False),
     ("readinto 4 MiB reused buffer, md5 after", "readinto", 4 << 20, False),
-    ("read1 1 MiB, md5 while receiving", "read1", 1 << 20, True),
+    ("read1 1 MiB, md5 while receiving (= now)", "read1", 1 << 20, True),
     ("readinto 1 MiB, md5 while receiving", "readinto", 1 << 20, True),
 ]
 
@@ -636,7 +636,7 @@ def report(res: dict) -> str:
         L.append("")
         L.append(f"M. read-loop variants (urllib as in download.py, written in this script), "
                  f"one {res['M']['bytes'] / MB:.0f} MB file, median of {cfg['repeats']}")
-        L.append(f"   {'variant':44s} {'MB/s':>7s} {'vs now':>7s}")
+        L.append(f"   {'variant':44s} {'MB/s':>7s} {'vs old':>7s}")
         for v in res["M"]["loop_variants"]:
             L.append(f"   {v['variant']:44s} {fmt(v['mbps']):>7s} {fmt(v['vs_download_py'], '.2f'):>7s}")
         links = res["M"]["throttled_links"]

@@ -1,0 +1,704 @@
+#!/usr/bin/env python3
+"""The whole pipeline (luigi, real kallisto, a real HTTP server on 127.0.0.1) against its limits.
+
+    .venv/bin/python bench/pipeline_bench.py [--runs 8] [--reads 800000] [--out bench/out] [--quick]
+
+1  prefetch: the same simulated species downloaded through a throttled loopback server and
+   quantified, with batch.prefetch 0, 1 and 2 (fresh output each). Wall time against the physical
+   limit max(sum of download seconds, sum of quant seconds), both taken from the run's own markers.
+2  peak disk: {out}/{species}/fastq sampled at 20 Hz during each of those runs, against the budget
+   (prefetch + 1) x batch.max_bytes.
+3  orchestration overhead: the pipeline on local files (an integrate table; the files are
+   hard-linked, not copied) against a plain loop of the same kallisto calls, interleaved.
+4  scale: a 10,000-run species (scripts/make_scale_metadata.py): planning (SplitMetadata), a walk
+   of every batch's completeness + merge over fabricated markers, and the no-op re-run.
+
+Luigi runs as a child process with --local-scheduler and LUIGI_CONFIG_PATH pointing at a copy of
+the project's luigi.cfg written into --out with ``[resources] download = 1, cpu = 1``. Generated
+data is cached under OUT/data/; everything else under OUT/pipeline_bench.work/ is removed at the
+end (unless --keep). Prints one table and writes OUT/pipeline_bench.json. Only 127.0.0.1 is
+contacted; every child process gets an argument list, never a shell string.
+"""
+from __future__ import annotations
+
+import argparse
+import configparser
+import csv
+import gzip
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pipeline import quant, simulate  # noqa: E402
+from pipeline.disk import DiskSampler  # noqa: E402
+from pipeline.fileserver import FileServer  # noqa: E402
+
+SPECIES = "Bench_sim"
+SCALE_SPECIES = "Scale_test"  # what scripts/make_scale_metadata.py names its species
+SEED = 20241125
+MB = 1_000_000
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+TARGET_PREFETCH = 1.15  # wall / physical limit, prefetch >= 1
+TARGET_OVERHEAD = 0.05  # pipeline / plain kallisto loop - 1
+TARGET_NOOP_S = 10.0  # no-op re-run at 10,000 runs
+FAKE = "bench/pipeline_bench.py (fabricated)"
+
+
+# -- small helpers --------------------------------------------------------------------------------
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def luigi_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("luigi")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "luigi"]
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def tail(path: Path, n: int = 3000) -> str:
+    try:
+        return Path(path).read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def write_species_yaml(config_dir: Path, species: str, transcriptome, metadata_file, **sections) -> Path:
+    """A species YAML (YAML is a superset of JSON, so json.dumps writes it unambiguously)."""
+    doc = {"species": species, "reference": {"transcriptome": str(transcriptome)},
+           "metadata": {"file": str(metadata_file)}, **sections}
+    path = config_dir / f"{species}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+class Luigi:
+    """Runs ``luigi --module pipeline ...`` as a child; wall seconds and the child's peak RSS."""
+
+    def __init__(self, cfg_path: Path, log_dir: Path):
+        self.cfg_path = cfg_path
+        self.log_dir = log_dir
+        env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env["LUIGI_CONFIG_PATH"] = str(cfg_path)
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+        self.env = env
+
+    def run(self, name: str, args: list[str], cwd: Path) -> dict:
+        """Run to the end. cwd is a folder without luigi.cfg, so only the bench cfg is read.
+
+        Peak RSS comes from ``os.wait4`` on this child: the kernel folds in the peaks of the
+        child's own reaped children (luigi's worker processes, kallisto), so it is the largest
+        process of the tree, not a sum."""
+        log = self.log_dir / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cwd.mkdir(parents=True, exist_ok=True)
+        cmd = luigi_cmd() + ["--module", "pipeline"] + [str(a) for a in args]
+        with open(log, "wb") as fh:
+            fh.write(("$ " + " ".join(cmd) + "\n").encode())
+            fh.flush()
+            epoch0, t0 = time.time(), time.perf_counter()
+            p = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=fh,
+                                 stderr=subprocess.STDOUT)
+            try:
+                _, status, usage = os.wait4(p.pid, 0)
+            except BaseException:
+                p.kill()
+                p.wait()
+                raise
+            p.returncode = os.waitstatus_to_exitcode(status)
+            seconds = time.perf_counter() - t0
+            epoch1 = time.time()
+        return {"rc": p.returncode, "seconds": seconds, "maxrss_mib": usage.ru_maxrss / 1024,
+                "started_epoch": epoch0, "ended_epoch": epoch1, "log": str(log)}
+
+    def check(self, res: dict, what: str) -> dict:
+        if res["rc"] != 0:
+            raise RuntimeError(f"{what}: luigi exited {res['rc']}; log {res['log']}:\n{tail(Path(res['log']))}")
+        return res
+
+
+def write_bench_cfg(path: Path) -> dict:
+    """The project's luigi.cfg with [resources] download = 1 and cpu = 1."""
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read(REPO / "luigi.cfg")
+    if not cp.has_section("resources"):
+        cp.add_section("resources")
+    cp.set("resources", "download", "1")
+    cp.set("resources", "cpu", "1")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write("# Written by bench/pipeline_bench.py: a copy of the project's luigi.cfg with\n"
+                 "# [resources] download = 1 and cpu = 1 (one batch downloading at a time through one\n"
+                 "# pipe, one kallisto at a time).\n")
+        cp.write(fh)
+    return {s: dict(cp.items(s)) for s in cp.sections()}
+
+
+def markers_of(out_dir: Path, species: str) -> dict:
+    d = out_dir / species / "work" / "markers"
+    return {p.stem: read_json(p) for p in sorted(d.glob("*.json"))}
+
+
+def seed_index(out_dir: Path, species: str, index: Path, transcriptome: str, index_seconds: float) -> None:
+    """Put the bench's prebuilt index where BuildIndex would, with its marker, so no pipeline
+    run spends time on the index (it is excluded from every timing here)."""
+    genome = out_dir / species / "genome"
+    genome.mkdir(parents=True, exist_ok=True)
+    dest = genome / "transcriptome.idx"
+    try:
+        os.link(index, dest)
+    except OSError:
+        shutil.copyfile(index, dest)
+    now = time.time()
+    write_json(out_dir / species / "work" / "markers" / "index.json",
+               {"index": str(dest), "bytes": dest.stat().st_size, "transcriptome": transcriptome,
+                "seconds": index_seconds, "started_at": now, "finished_at": now, "fabricated_by": FAKE})
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+def make_dataset(data_root: Path, runs: int, reads: int, read_len: int, n_tx: int) -> dict:
+    accessions = [f"DRR{900001 + i}" for i in range(runs)]
+    t0 = time.perf_counter()
+    ds = simulate.make_species_dataset(str(data_root), SPECIES, accessions, "PAIRED", reads, read_len, n_tx, SEED)
+    seconds = time.perf_counter() - t0
+    sizes = {}
+    with open(ds["metadata"], newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            sizes[row["run_accession"]] = sum(int(b) for b in row["fastq_bytes"].split(";"))
+    files = {r["run"]: [str(Path(f).resolve()) for f in r["files"]] for r in ds["runs"]}
+    return {"transcriptome": str(Path(ds["transcriptome"]).resolve()), "metadata": str(Path(ds["metadata"]).resolve()),
+            "archive": str((data_root / "archive").resolve()), "runs": accessions, "files": files,
+            "run_bytes": sizes, "cached": ds["skipped"], "seconds": round(seconds, 2)}
+
+
+def build_index(kallisto: str, transcriptome: str, index: Path) -> tuple[float, bool]:
+    """kallisto index, cached beside the data (rebuilt when the transcriptome is newer)."""
+    if index.is_file() and index.stat().st_mtime >= Path(transcriptome).stat().st_mtime:
+        stamp = index.with_suffix(".seconds")
+        return (float(stamp.read_text()) if stamp.is_file() else 0.0), True
+    tmp = index.with_name(index.name + ".tmp")
+    t0 = time.perf_counter()
+    subprocess.run([kallisto, "index", "-i", str(tmp), transcriptome], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+    seconds = time.perf_counter() - t0
+    os.replace(tmp, index)
+    index.with_suffix(".seconds").write_text(f"{seconds:.3f}\n")
+    return seconds, False
+
+
+def kallisto_loop(kallisto: str, index: Path, ds: dict, dest: Path) -> dict:
+    """The plain loop: ``kallisto quant -i IDX -o DIR -t 1 R1 R2`` per run, one after another."""
+    fresh(dest)
+    per_run = {}
+    t0 = time.perf_counter()
+    for run in ds["runs"]:
+        t = time.perf_counter()
+        subprocess.run([kallisto, "quant", "-i", str(index), "-o", str(dest / run), "-t", "1", *ds["files"][run]],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
+        per_run[run] = time.perf_counter() - t
+    total = time.perf_counter() - t0
+    shutil.rmtree(dest, ignore_errors=True)
+    return {"seconds": total, "per_run": per_run}
+
+
+# -- 1 + 2: prefetch and peak disk ----------------------------------------------------------------
+
+def batch_durations(m: dict, kind: str) -> list[float]:
+    n = m["split"]["batches"]
+    return [m[f"{kind}_{i:05d}"]["finished_at"] - m[f"{kind}_{i:05d}"]["started_at"] for i in range(n)]
+
+
+def ideal_makespan(d: list[float], q: list[float], prefetch: int) -> float:
+    """The schedule with zero orchestration delay, given each batch's download and quant time:
+    one download at a time, one kallisto at a time, download n after cleanup n - prefetch - 1
+    (cleanup taken as instant)."""
+    dl_end, q_end = [0.0] * len(d), [0.0] * len(d)
+    for i in range(len(d)):
+        start = dl_end[i - 1] if i else 0.0
+        if i - prefetch - 1 >= 0:
+            start = max(start, q_end[i - prefetch - 1])
+        dl_end[i] = start + d[i]
+        q_end[i] = max(dl_end[i], q_end[i - 1] if i else 0.0) + q[i]
+    return q_end[-1] if q_end else 0.0
+
+
+def prefetch_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, server: FileServer,
+                 prefetch: int, max_bytes: int, workers: int) -> dict:
+    root = fresh(work / f"prefetch{prefetch}")
+    out = root / "out"
+    write_species_yaml(root / "config", SPECIES, ds["transcriptome"], ds["metadata"],
+                       batch={"size": 100, "max_bytes": max_bytes, "prefetch": prefetch},
+                       download={"parallel": 1, "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+                       quant={"threads": 1}, disk={"min_free": 0})
+    seed_index(out, SPECIES, index, ds["transcriptome"], index_s)
+    server.clear_requests()
+    fastq = out / SPECIES / "fastq"
+    with DiskSampler([fastq], interval=0.05) as sampler:
+        res = lg.run(f"prefetch{prefetch}", ["MultiSpecies", "--config-dir", root / "config", "--output-dir", out,
+                                             "--local-scheduler", "--workers", workers], cwd=root)
+    lg.check(res, f"prefetch {prefetch}")
+    m = markers_of(out, SPECIES)
+    d, q = batch_durations(m, "download"), batch_durations(m, "quant")
+    n = m["split"]["batches"]
+    sum_d, sum_q = sum(d), sum(q)
+    limit = max(sum_d, sum_q)
+    first_start = min(m[f"download_{i:05d}"]["started_at"] for i in range(n))
+    last_quant = max(m[f"quant_{i:05d}"]["finished_at"] for i in range(n))
+    gets = [r for r in server.requests if r["method"] == "GET"]
+    # overlap actually achieved: seconds during which a download and a kallisto ran at once
+    overlap = 0.0
+    for i in range(n):
+        a0, a1 = m[f"download_{i:05d}"]["started_at"], m[f"download_{i:05d}"]["finished_at"]
+        for j in range(n):
+            b0, b1 = m[f"quant_{j:05d}"]["started_at"], m[f"quant_{j:05d}"]["finished_at"]
+            overlap += max(0.0, min(a1, b1) - max(a0, b0))
+    ideal = ideal_makespan(d, q, prefetch)
+    budget = (prefetch + 1) * max_bytes
+    left = sorted(p.name for p in fastq.rglob("*") if p.is_file()) if fastq.exists() else []
+    return {
+        "prefetch": prefetch, "batches": n, "wall_s": res["seconds"], "maxrss_mib": res["maxrss_mib"],
+        "download_batch_s": d, "quant_batch_s": q, "sum_download_s": sum_d, "sum_quant_s": sum_q,
+        "sum_download_run_s": sum(r["seconds"] for i in range(n) for r in m[f"download_{i:05d}"]["runs"]),
+        "sum_quant_run_s": sum(r.get("seconds", 0) for i in range(n) for r in m[f"quant_{i:05d}"]["runs"]),
+        "physical_limit_s": limit, "wall_over_limit": res["seconds"] / limit,
+        "ideal_schedule_s": ideal, "wall_over_ideal": res["seconds"] / ideal,
+        "span_s": last_quant - first_start, "span_over_limit": (last_quant - first_start) / limit,
+        "startup_s": first_start - res["started_epoch"], "after_last_quant_s": res["ended_epoch"] - last_quant,
+        "download_quant_overlap_s": overlap,
+        "http_gets": len(gets), "http_bytes": sum(r.get("bytes_sent") or 0 for r in gets),
+        "disk": {"path": str(fastq), "peak_bytes": sampler.peak, "peak_at_s": sampler.peak_at,
+                 "budget_bytes": budget, "peak_over_budget": sampler.peak / budget,
+                 "samples": len(sampler.samples), "interval_s": sampler.interval,
+                 "hz": len(sampler.samples) / max(res["seconds"], 1e-9), "left_after": left},
+        "log": res["log"],
+    }
+
+
+# -- 3: orchestration overhead --------------------------------------------------------------------
+
+def local_pipeline_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, table: Path, rep: int,
+                       workers: int) -> dict:
+    root = fresh(work / f"local{rep}")
+    out = root / "out"
+    write_species_yaml(root / "config", SPECIES, ds["transcriptome"], table,
+                       batch={"size": 2, "prefetch": 1}, download={"parallel": 1}, quant={"threads": 1},
+                       disk={"min_free": 0})
+    seed_index(out, SPECIES, index, ds["transcriptome"], index_s)
+    res = lg.check(lg.run(f"local{rep}", ["MultiSpecies", "--config-dir", root / "config", "--output-dir", out,
+                                          "--local-scheduler", "--workers", workers], cwd=root), f"local files {rep}")
+    m = markers_of(out, SPECIES)
+    n = m["split"]["batches"]
+    first = min(v["started_at"] for k, v in m.items() if k != "index")
+    last_q = max(m[f"quant_{i:05d}"]["finished_at"] for i in range(n))
+    sources_used = {r.get("source") for i in range(n) for r in m[f"download_{i:05d}"]["runs"]}
+    # the files were hard-linked: the source inode's link count was 2 while the batch existed
+    return {"wall_s": res["seconds"], "maxrss_mib": res["maxrss_mib"], "startup_s": first - res["started_epoch"],
+            "sum_quant_batch_s": sum(batch_durations(m, "quant")),
+            "sum_download_batch_s": sum(batch_durations(m, "download")),
+            "after_last_quant_s": res["ended_epoch"] - last_q, "sources": sorted(s for s in sources_used if s),
+            "log": res["log"]}
+
+
+# -- 4: scale -------------------------------------------------------------------------------------
+
+def scale_inputs(data: Path, n_runs: int) -> tuple[Path, float, bool]:
+    folder = data / f"scale_{n_runs}"
+    stamp = folder / ".bench_params.json"
+    params = {"runs": n_runs, "seed": 1, "script": "scripts/make_scale_metadata.py"}
+    yaml_path = folder / f"{SCALE_SPECIES}.yaml"
+    if stamp.is_file() and read_json(stamp) == params and yaml_path.is_file() and (folder / "metadata.tsv").is_file():
+        return yaml_path, 0.0, True
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_scale_metadata.py"), "--runs", str(n_runs),
+                    "--out", str(folder), "--seed", "1"], check=True, stdout=subprocess.DEVNULL)
+    write_json(stamp, params)
+    return yaml_path, time.perf_counter() - t0, False
+
+
+def fabricate_finished_tree(out: Path, species: str, transcripts_fa: Path) -> dict:
+    """What a finished run leaves, minus species.json: index.json, download/quant/cleanup markers
+    of every batch (every run ok), and quant/RUN/{abundance.tsv, run_info.json,
+    pipeline_run.json} for every run, so the merge reads as many files as a real one would.
+    The transcriptome is the scale set-up's 20 transcripts, so each abundance.tsv is small."""
+    t0 = time.perf_counter()
+    root = out / species
+    markers, quant_dir = root / "work" / "markers", root / "quant"
+    names, lens, cur = [], [], 0
+    for line in transcripts_fa.read_text().splitlines():
+        if line.startswith(">"):
+            if names:
+                lens.append(cur)
+            names.append(line[1:].split()[0])
+            cur = 0
+        else:
+            cur += len(line.strip())
+    lens.append(cur)
+    abundance = "target_id\tlength\teff_length\test_counts\ttpm\n" + "".join(
+        f"{t}\t{n}\t{max(1, n - 199)}.0\t{100 + i}.0\t{1e6 / len(names):.4f}\n" for i, (t, n) in enumerate(zip(names, lens)))
+    now = time.time()
+    stamps = {"started_at": now, "finished_at": now, "fabricated_by": FAKE}
+    idx = root / "genome" / "transcriptome.idx"
+    idx.parent.mkdir(parents=True, exist_ok=True)
+    idx.write_bytes(b"")
+    write_json(markers / "index.json", {"index": str(idx), "bytes": 0, "transcriptome": str(transcripts_fa),
+                                        "seconds": 0.0} | stamps)
+    batch_files = sorted((root / "work" / "metadata" / "batches").glob("batch_*.json"))
+    n_runs = 0
+    for bf in batch_files:
+        b = read_json(bf)
+        i = b["batch"]
+        dl, qt = [], []
+        for r in b["runs"]:
+            run, spots = r["run"], r.get("read_count") or 1000
+            files = [f["name"] for f in r["files"]]
+            fbytes = sum(f.get("bytes") or 0 for f in r["files"])
+            dl.append({"run": run, "status": "ok", "source": "ena", "files": files, "bytes": fbytes,
+                       "expected_reads": spots, "verified": True, "seconds": 1.0, "reason": ""})
+            qt.append({"run": run, "status": "ok", "layout": "PAIRED", "n_processed": spots,
+                       "n_pseudoaligned": int(spots * 0.8), "p_pseudoaligned": 80.0, "reason": "", "seconds": 1.0})
+            d = quant_dir / run
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "abundance.tsv").write_text(abundance)
+            (d / "run_info.json").write_text(json.dumps({"n_targets": len(names), "n_processed": spots,
+                                                         "n_pseudoaligned": int(spots * 0.8),
+                                                         "p_pseudoaligned": 80.0}) + "\n")
+            (d / "pipeline_run.json").write_text(json.dumps(
+                {"run": run, "layout": "PAIRED", "n_processed": spots, "source": "ena", "capped": False,
+                 "fabricated_by": FAKE}) + "\n")
+            n_runs += 1
+        write_json(markers / f"download_{i:05d}.json",
+                   {"batch": i, "runs": dl, "bytes": sum(x["bytes"] for x in dl), "expected_bytes": b.get("expected_bytes"),
+                    "free_at_start": 0, "ok": len(dl), "failed": 0, "seconds": 1.0} | stamps)
+        write_json(markers / f"quant_{i:05d}.json",
+                   {"batch": i, "runs": qt, "ok": len(qt), "failed": 0, "seconds": 1.0} | stamps)
+        write_json(markers / f"cleanup_{i:05d}.json", {"batch": i, "bytes_freed": 0, "seconds": 0.0} | stamps)
+    return {"batches": len(batch_files), "runs": n_runs, "files_written": 1 + 3 * len(batch_files) + 3 * n_runs,
+            "seconds": time.perf_counter() - t0}
+
+
+def scale_section(lg: Luigi, work: Path, data: Path, n_runs: int) -> dict:
+    yaml_path, gen_s, cached = scale_inputs(data, n_runs)
+    root = fresh(work / "scale")
+    out = root / "out"
+    # (a) planning only: SplitMetadata alone, nothing is downloaded
+    a = lg.check(lg.run("scale_a_split", ["SplitMetadata", "--config-path", yaml_path, "--output-dir", out,
+                                          "--local-scheduler", "--workers", "1"], cwd=root), "scale (a)")
+    split = read_json(out / SCALE_SPECIES / "work" / "markers" / "split.json")
+    fab = fabricate_finished_tree(out, SCALE_SPECIES, yaml_path.parent / "transcripts.fa")
+    # (b) every batch complete (fabricated), no species.json: Species walks all batches and merges
+    b = lg.check(lg.run("scale_b_walk_merge", ["MultiSpecies", "--config-dir", yaml_path.parent, "--output-dir", out,
+                                               "--local-scheduler", "--workers", "1"], cwd=root), "scale (b)")
+    species_json = out / SCALE_SPECIES / "work" / "markers" / "species.json"
+    summary = read_json(species_json)
+    before = species_json.stat().st_mtime_ns
+    # (c) the same command again: nothing to do
+    c = lg.check(lg.run("scale_c_noop", ["MultiSpecies", "--config-dir", yaml_path.parent, "--output-dir", out,
+                                         "--local-scheduler", "--workers", "1"], cwd=root), "scale (c)")
+    noop_ran_nothing = species_json.stat().st_mtime_ns == before
+    return {"runs": n_runs, "inputs_cached": cached, "inputs_seconds": gen_s, "yaml": str(yaml_path),
+            "plan": {"seconds": a["seconds"], "maxrss_mib": a["maxrss_mib"], "batches": split["batches"],
+                     "split_task_seconds": split.get("seconds"), "log": a["log"]},
+            "fabricated": fab,
+            "walk_merge": {"seconds": b["seconds"], "maxrss_mib": b["maxrss_mib"],
+                           "species_task_seconds": summary.get("seconds"), "quantified": summary.get("quantified"),
+                           "batches": summary.get("batches"), "log": b["log"]},
+            "noop": {"seconds": c["seconds"], "maxrss_mib": c["maxrss_mib"], "species_json_untouched": noop_ran_nothing,
+                     "log": c["log"]}}
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+def verdict(ok: Optional[bool]) -> str:
+    return "" if ok is None else ("PASS" if ok else "MISS")
+
+
+def fmt_table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def report(res: dict) -> str:
+    cfg = res["config"]
+    out = []
+    out.append("pipeline_bench: batched download -> kallisto -> delete, end to end on this machine")
+    out.append(f"machine: {res['machine']['cpus']} CPUs, Python {res['machine']['python']}, "
+               f"{res['machine']['kallisto']}, luigi {res['machine']['luigi']}; total {res['total_seconds']:.0f} s"
+               + ("   [--quick: smoke sizes, figures not meaningful]" if cfg["quick"] else ""))
+    out.append(f"luigi: child process, --local-scheduler, LUIGI_CONFIG_PATH={res['luigi_cfg']}")
+    out.append("       = project luigi.cfg with [resources] download=1, cpu=1 (one batch downloads at a time,")
+    out.append("       through one connection; one kallisto at a time); species: quant.threads 1, download.parallel 1, "
+               f"--workers {cfg['workers']}")
+    ds = res.get("data", {})
+    if ds:
+        gen = "cached" if ds["cached"] else f"generated in {ds['seconds']:.0f} s"
+        out.append(f"data: {cfg['runs']} paired runs x {cfg['reads']} pairs of {cfg['read_len']} bp, "
+                   f"{cfg['transcripts']} transcripts; {ds['mean_run_mb']:.1f} MB/run "
+                   f"({gen}); kallisto index "
+                   f"{res['index_seconds']:.1f} s, built once and excluded from every timing (hard-linked into each "
+                   "output with its index.json)")
+    cal = res.get("calibration")
+    if cal:
+        out.append(f"calibration: plain kallisto loop {cal['loop_s']:.2f} s = {cal['quant_s_per_run']:.2f} s/run "
+                   f"-> server throttle {cal['throttle_bps'] / MB:.1f} MB/s per connection "
+                   f"(one run's download ~ one run's kallisto)")
+    out.append("")
+    rows = [("#", "measure", "value", "target", "")]
+    pf = res.get("prefetch") or {}
+    for p in sorted(pf, key=int):
+        r = pf[p]
+        if "error" in r:
+            rows.append(("1", f"prefetch {p}", "ERROR: " + r["error"].splitlines()[0][:80], "", "MISS"))
+            continue
+        tgt = int(p) >= 1
+        rows.append(("1", f"prefetch {p}: wall", f"{r['wall_s']:.2f} s", "", ""))
+        rows.append(("1", f"prefetch {p}: sum download / sum quant (markers)",
+                     f"{r['sum_download_s']:.2f} s / {r['sum_quant_s']:.2f} s", "", ""))
+        rows.append(("1", f"prefetch {p}: wall / physical limit max(D,Q)", f"{r['wall_over_limit']:.3f}",
+                     f"<= {TARGET_PREFETCH:.2f}" if tgt else "(none)",
+                     verdict(r["wall_over_limit"] <= TARGET_PREFETCH) if tgt else ""))
+        rows.append(("1", f"prefetch {p}:   task span / limit; wall / ideal schedule",
+                     f"{r['span_over_limit']:.3f}; {r['wall_over_ideal']:.3f} (ideal {r['ideal_schedule_s']:.2f} s)",
+                     "", ""))
+        rows.append(("1", f"prefetch {p}:   startup / after last quant / D+Q overlap",
+                     f"{r['startup_s']:.2f} / {r['after_last_quant_s']:.2f} / {r['download_quant_overlap_s']:.2f} s",
+                     "", ""))
+    if "0" in pf and "1" in pf and "error" not in pf["0"] and "error" not in pf["1"]:
+        rows.append(("1", "prefetch-0 wall / prefetch-1 wall", f"{pf['0']['wall_s'] / pf['1']['wall_s']:.3f}", "", ""))
+    for p in sorted(pf, key=int):
+        r = pf[p]
+        if "error" in r:
+            continue
+        dk = r["disk"]
+        rows.append(("2", f"prefetch {p}: peak fastq/ vs (p+1) x max_bytes",
+                     f"{dk['peak_bytes'] / MB:.1f} / {dk['budget_bytes'] / MB:.1f} MB ({dk['peak_over_budget']:.2f})",
+                     "<= 1.00", verdict(dk["peak_bytes"] <= dk["budget_bytes"] and not dk["left_after"])))
+        rows.append(("2", f"prefetch {p}:   samples", f"{dk['samples']} ({dk['hz']:.1f} Hz)", ">= 10 Hz",
+                     verdict(dk["hz"] >= 10)))
+    ov = res.get("overhead")
+    if ov and "error" not in ov:
+        rows.append(("3", "plain kallisto loop, median", f"{ov['loop_median_s']:.2f} s  {ov['loop_s_fmt']}", "", ""))
+        rows.append(("3", "pipeline on local files, median", f"{ov['pipeline_median_s']:.2f} s  {ov['pipeline_s_fmt']}",
+                     "", ""))
+        rows.append(("3", "overhead pipeline / loop - 1", f"{100 * ov['overhead']:+.1f} %",
+                     f"< {100 * TARGET_OVERHEAD:.0f} %", verdict(ov["overhead"] < TARGET_OVERHEAD)))
+        rows.append(("3", "  of which: startup; quant tasks - loop; after last quant",
+                     f"{ov['startup_median_s']:.2f}; {ov['quant_tasks_minus_loop_s']:+.2f}; "
+                     f"{ov['after_last_quant_median_s']:.2f} s", "", ""))
+        rows.append(("3", "  FASTQ pre-count (quant.count_fastq_records), all runs",
+                     f"{ov['precount_all_runs_s']:.2f} s", "", ""))
+    elif ov:
+        rows.append(("3", "overhead", "ERROR: " + ov["error"].splitlines()[0][:80], "", "MISS"))
+    sc = res.get("scale")
+    if sc and "error" not in sc:
+        n = sc["runs"]
+        rows.append(("4", f"{n} runs (a) plan: SplitMetadata alone",
+                     f"{sc['plan']['seconds']:.2f} s, {sc['plan']['maxrss_mib']:.0f} MiB, {sc['plan']['batches']} batches",
+                     "", ""))
+        rows.append(("4", f"{n} runs (b) walk all batches + merge [fabricated markers]",
+                     f"{sc['walk_merge']['seconds']:.2f} s, {sc['walk_merge']['maxrss_mib']:.0f} MiB "
+                     f"(Species.run {sc['walk_merge']['species_task_seconds']:.2f} s)", "", ""))
+        big = n >= 10_000
+        rows.append(("4", f"{n} runs (c) no-op re-run",
+                     f"{sc['noop']['seconds']:.2f} s, {sc['noop']['maxrss_mib']:.0f} MiB",
+                     f"< {TARGET_NOOP_S:.0f} s" + ("" if big else " (at 10,000)"),
+                     verdict(sc["noop"]["seconds"] < TARGET_NOOP_S and sc["noop"]["species_json_untouched"])
+                     if big else ""))
+    elif sc:
+        rows.append(("4", "scale", "ERROR: " + sc["error"].splitlines()[0][:80], "", "MISS"))
+    out.append(fmt_table(rows))
+    out.append("")
+    out.append("1: D and Q are sums over batches of finished_at - started_at in the download_/quant_ markers of the same")
+    out.append("   run; limit = max(D, Q); 'ideal schedule' replays those batch times with zero orchestration delay")
+    out.append("   (it includes the unavoidable first download and last kallisto); startup = launch to first download.")
+    out.append("2: DiskSampler on {out}/{species}/fastq every 0.05 s; batch.size 100 with batch.max_bytes = 2 runs' bytes "
+               f"+ 1000 = {res.get('max_bytes', 0) / MB:.1f} MB, so every batch holds 2 runs.")
+    out.append("3: integrate table (run, read1_path, read2_path; absolute paths, hard-linked into fastq/), batch.size 2,")
+    out.append("   prefetch 1; loop and pipeline interleaved (loop, pipeline, loop, pipeline, ...).")
+    if sc and "error" not in sc:
+        out.append(f"4: (b) uses FABRICATED markers: download/quant/cleanup_NNNNN.json of all {sc['plan']['batches']} batches "
+                   "(every run ok) + index.json and quant/RUN/{abundance.tsv, run_info.json, pipeline_run.json} for every")
+        out.append("   run (20-transcript abundance files), but no species.json, so MultiSpecies -> Species checks every")
+        out.append("   BatchCleanup and merges. Nothing was downloaded or quantified. RSS = peak of the luigi process tree.")
+    return "\n".join(out)
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=None, help="simulated paired runs (default 8; 4 with --quick)")
+    ap.add_argument("--reads", type=int, default=None, help="read pairs per run (default 800000; 50000 with --quick)")
+    ap.add_argument("--read-len", type=int, default=75)
+    ap.add_argument("--transcripts", type=int, default=None, help="transcripts (default 2000; 200 with --quick)")
+    ap.add_argument("--scale-runs", type=int, default=None, help="runs of the scale test (default 10000; 1000 with --quick)")
+    ap.add_argument("--repeats", type=int, default=2, help="loop/pipeline pairs in section 3 (default 2)")
+    ap.add_argument("--workers", type=int, default=3, help="luigi --workers for sections 1-3 (default 3)")
+    ap.add_argument("--out", default=str(REPO / "bench" / "out"))
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of about a minute")
+    ap.add_argument("--skip", default="", help="sections to skip, any of 1 3 4 (1 includes 2), e.g. --skip 4")
+    ap.add_argument("--keep", action="store_true", help="keep OUT/pipeline_bench.work/ (pipeline outputs)")
+    args = ap.parse_args(argv)
+    runs = args.runs or (4 if args.quick else 8)
+    reads = args.reads or (50_000 if args.quick else 800_000)
+    n_tx = args.transcripts or (200 if args.quick else 2000)
+    scale_runs = args.scale_runs or (1000 if args.quick else 10_000)
+    if runs < 2 or runs % 2:
+        ap.error("--runs must be even and >= 2 (two runs per batch)")
+
+    kallisto = shutil.which("kallisto")
+    if not kallisto:
+        print("kallisto not found on PATH", file=sys.stderr)
+        return 2
+    t_all = time.perf_counter()
+    out = Path(args.out).resolve()
+    work = out / "pipeline_bench.work"
+    logs = out / "pipeline_bench.logs"
+    fresh(work)
+    fresh(logs)
+    cfg_path = out / "pipeline_bench.luigi.cfg"
+    write_bench_cfg(cfg_path)
+    lg = Luigi(cfg_path, logs)
+    import luigi
+    res: dict = {
+        "config": {"runs": runs, "reads": reads, "read_len": args.read_len, "transcripts": n_tx,
+                   "scale_runs": scale_runs, "repeats": args.repeats, "workers": args.workers, "quick": args.quick,
+                   "out": str(out)},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "luigi": getattr(luigi, "__version__", "?"),
+                    "kallisto": subprocess.run([kallisto, "version"], capture_output=True, text=True).stdout.strip(),
+                    "loadavg_1min_at_start": os.getloadavg()[0]},
+        "luigi_cfg": str(cfg_path),
+        "targets": {"prefetch_wall_over_limit_max": TARGET_PREFETCH, "overhead_max": TARGET_OVERHEAD,
+                    "noop_seconds_max": TARGET_NOOP_S},
+    }
+    failed = False
+    try:
+        if not {"1", "3"} <= set(args.skip):
+            data_root = out / "data" / f"sim_{runs}x{reads}x{args.read_len}_{n_tx}tx"
+            say(f"data: {runs} runs x {reads} pairs under {data_root}")
+            ds = make_dataset(data_root, runs, reads, args.read_len, n_tx)
+            sizes = list(ds["run_bytes"].values())
+            res["data"] = {"root": str(data_root), "cached": ds["cached"], "seconds": ds["seconds"],
+                           "run_bytes": ds["run_bytes"], "mean_run_mb": statistics.mean(sizes) / MB}
+            index = data_root / "transcriptome.idx"
+            index_s, idx_cached = build_index(kallisto, ds["transcriptome"], index)
+            res["index_seconds"], res["index_cached"] = index_s, idx_cached
+            say(f"index: {index_s:.1f} s{' (cached)' if idx_cached else ''}; calibration loop")
+            cal = kallisto_loop(kallisto, index, ds, work / "loop_cal")
+            per_run_q = cal["seconds"] / runs
+            throttle = statistics.mean(sizes) / per_run_q
+            res["calibration"] = {"loop_s": cal["seconds"], "per_run": cal["per_run"], "quant_s_per_run": per_run_q,
+                                  "throttle_bps": throttle}
+
+            if "1" not in args.skip:
+                max_bytes = max(a + b for a, b in zip(sizes, sizes[1:])) + 1000
+                res["max_bytes"] = max_bytes
+                res["prefetch"] = {}
+                with FileServer(ds["archive"], throttle_bps=throttle) as server:
+                    for p in (0, 1, 2):
+                        say(f"section 1/2: prefetch {p}")
+                        try:
+                            r = prefetch_run(lg, work, ds, index, index_s, server, p, max_bytes, args.workers)
+                            say(f"  wall {r['wall_s']:.2f} s, D {r['sum_download_s']:.2f} s, Q {r['sum_quant_s']:.2f} s, "
+                                f"peak {r['disk']['peak_bytes'] / MB:.1f} MB")
+                        except Exception as e:  # noqa: BLE001 - report and go on with the others
+                            failed = True
+                            r = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+                            say(f"  FAILED: {e}")
+                        res["prefetch"][str(p)] = r
+                    res["server_errors"] = server.errors
+
+            if "3" not in args.skip:
+                try:
+                    table = data_root / "integrate.tsv"
+                    table.write_text("run\tread1_path\tread2_path\n" + "".join(
+                        f"{r}\t{ds['files'][r][0]}\t{ds['files'][r][1]}\n" for r in ds["runs"]))
+                    loops, pipes = [], []
+                    for rep in range(args.repeats):
+                        say(f"section 3: loop {rep + 1}/{args.repeats}")
+                        loops.append(kallisto_loop(kallisto, index, ds, work / "loop"))
+                        say(f"section 3: pipeline {rep + 1}/{args.repeats}")
+                        pipes.append(local_pipeline_run(lg, work, ds, index, index_s, table, rep, args.workers))
+                    t = time.perf_counter()
+                    for r in ds["runs"]:
+                        for f in ds["files"][r]:
+                            quant.count_fastq_records(f)
+                    precount = time.perf_counter() - t
+                    loop_med = statistics.median(x["seconds"] for x in loops)
+                    pipe_med = statistics.median(x["wall_s"] for x in pipes)
+                    res["overhead"] = {
+                        "loops_s": [x["seconds"] for x in loops], "pipelines": pipes,
+                        "loop_s_fmt": "(" + ", ".join(f"{x['seconds']:.2f}" for x in loops) + ")",
+                        "pipeline_s_fmt": "(" + ", ".join(f"{x['wall_s']:.2f}" for x in pipes) + ")",
+                        "loop_median_s": loop_med, "pipeline_median_s": pipe_med, "overhead": pipe_med / loop_med - 1,
+                        "startup_median_s": statistics.median(x["startup_s"] for x in pipes),
+                        "after_last_quant_median_s": statistics.median(x["after_last_quant_s"] for x in pipes),
+                        "quant_tasks_minus_loop_s": statistics.median(x["sum_quant_batch_s"] for x in pipes) - loop_med,
+                        "precount_all_runs_s": precount,
+                        "index": "excluded from both (built once, before)",
+                    }
+                    say(f"  loop {loop_med:.2f} s, pipeline {pipe_med:.2f} s")
+                except Exception as e:  # noqa: BLE001
+                    failed = True
+                    res["overhead"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+                    say(f"  FAILED: {e}")
+
+        if "4" not in args.skip:
+            say(f"section 4: scale, {scale_runs} runs")
+            try:
+                res["scale"] = scale_section(lg, work, out / "data", scale_runs)
+                s = res["scale"]
+                say(f"  plan {s['plan']['seconds']:.2f} s, walk+merge {s['walk_merge']['seconds']:.2f} s, "
+                    f"no-op {s['noop']['seconds']:.2f} s")
+            except Exception as e:  # noqa: BLE001
+                failed = True
+                res["scale"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+                say(f"  FAILED: {e}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    res["total_seconds"] = time.perf_counter() - t_all
+    text = report(res)
+    res["table"] = text
+    write_json(out / "pipeline_bench.json", res)
+    print(text)
+    print(f"\nwrote {out / 'pipeline_bench.json'}; luigi logs in {logs}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
