@@ -12,6 +12,10 @@ Four table formats are recognised by their columns (see :func:`detect_format`):
 ``runinfo``
     NCBI ``efetch -format runinfo`` CSV (``Run``, ``LibraryLayout``, ``download_path``).
 
+A row becomes a :class:`~pipeline.model.Run` in :mod:`pipeline.metadata_formats` (per-format
+parsing, URL normalisation, mate picking); this module reads the table, tells its format, applies
+the selection and writes the reports.
+
 :func:`load_runs` is the entry point; it returns the selected :class:`~pipeline.model.Run` records
 in file order and a ``(run, reason)`` pair for every row that was not selected. Rows are never
 dropped silently: bad input raises :class:`~pipeline.model.InputError` naming the file, run,
@@ -23,34 +27,42 @@ import csv
 import gzip
 import io
 import logging
-import os
-import posixpath
-import re
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Iterable, Optional
-from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 import pandas as pd
 
-from .model import PAIRED, SINGLE, InputError, RemoteFile, Run, check_accession
+from .metadata_formats import (
+    _RUN_COLUMN,
+    _Row,
+    _amalgkit_flags,
+    _missing,
+    _parse_amalgkit,
+    _parse_ena,
+    _parse_integrate,
+    _parse_runinfo,
+)
+# Defined in metadata_formats, re-exported (see __all__) for callers of pipeline.metadata.
+from .metadata_formats import (
+    EBI_FASP_HOSTS,
+    EBI_FTP_HOSTS,
+    FORMATS,
+    MD5_RE,
+    MISSING_VALUES,
+    ODP_URL,
+    normalise_url,
+    pick_mates,
+)
+from .model import PAIRED, SINGLE, InputError, Run, check_accession
 from .util import atomic_write_text
 
+__all__ = [
+    "EBI_FASP_HOSTS", "EBI_FTP_HOSTS", "FORMATS", "MD5_RE", "MISSING_VALUES", "ODP_URL",
+    "SELECTION_COLUMNS", "SELECTION_KEYS", "detect_format", "load_runs", "normalise_url",
+    "pick_mates", "read_table", "write_runs_tsv", "write_skipped_tsv",
+]
+
 log = logging.getLogger(__name__)
-
-FORMATS = ("ena", "integrate", "amalgkit", "runinfo")
-
-#: Cell values that mean "no value" (compared case-insensitively after stripping blanks).
-MISSING_VALUES = frozenset({"", "<na>", "na", "nan"})
-
-#: AWS Open Data (SRA public bucket) location of a run's ``.sra`` file.
-ODP_URL = "https://sra-pub-run-odp.s3.amazonaws.com/sra/{run}/{run}"
-
-#: FTP hosts of EBI that serve the same paths over HTTPS.
-EBI_FTP_HOSTS = frozenset({"ftp.sra.ebi.ac.uk", "ftp.ebi.ac.uk", "ftp.era.ebi.ac.uk"})
-#: ENA's Aspera host, whose ``host:/vol1/...`` paths are also served by ftp.sra.ebi.ac.uk.
-EBI_FASP_HOSTS = frozenset({"fasp.sra.ebi.ac.uk"})
 
 SELECTION_KEYS = ("library_strategy", "library_source", "layout", "exclude_runs", "max_runs")
 
@@ -59,129 +71,6 @@ SELECTION_COLUMNS = {
     "library_strategy": ("library_strategy", "lib_strategy", "LibraryStrategy"),
     "library_source": ("library_source", "lib_source", "LibrarySource"),
 }
-
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_HOST_COLON_PATH_RE = re.compile(r"^([A-Za-z0-9.-]+):(/.*)$")
-_THOUSANDS_RE = re.compile(r"\d{1,3}(?:,\d{3})+")  # 1,234,567 as a spreadsheet writes it
-_MATE_RE = re.compile(
-    r"[._]R?([12])(?:_001)?\.(?:fastq|fq)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE
-)
-
-
-# --------------------------------------------------------------------------------------------
-# Small pure helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _missing(value) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, str):  # NaN from pandas, should not happen with dtype=str
-        try:
-            return bool(pd.isna(value))
-        except (TypeError, ValueError):
-            return False
-    return value.strip().lower() in MISSING_VALUES
-
-
-def _clean(value) -> Optional[str]:
-    """The stripped string, or None when the cell is missing."""
-    if _missing(value):
-        return None
-    return str(value).strip()
-
-
-def normalise_url(u: str) -> str:
-    """Return an absolute URL with a scheme the fetchers understand.
-
-    * scheme-less ``host/path`` (as ENA lists ``fastq_ftp``) -> ``https://host/path``;
-    * ``ftp://`` on EBI's FTP hosts -> ``https://`` (same paths, served over HTTPS);
-      other ``ftp://`` URLs are kept;
-    * ``http://``, ``https://`` and ``file://`` are kept as they are;
-    * ``s3://bucket/key`` -> ``https://bucket.s3.amazonaws.com/key``;
-      ``gs://bucket/key`` -> ``https://storage.googleapis.com/bucket/key``;
-    * ENA's Aspera form ``fasp.sra.ebi.ac.uk:/vol1/...`` -> ``https://ftp.sra.ebi.ac.uk/vol1/...``;
-    * an absolute local path ``/x/y`` -> ``file:///x/y``.
-
-    Anything else (an unknown scheme, an empty string) raises InputError.
-    """
-    if not isinstance(u, str) or not u.strip():
-        raise InputError(f"empty or non-text URL {u!r}")
-    s = u.strip()
-    m = _SCHEME_RE.match(s)
-    if m:
-        scheme = m.group(1).lower()
-        rest = s[m.end():]
-        if scheme in ("http", "https", "file"):
-            return f"{scheme}://{rest}"
-        if scheme == "ftp":
-            netloc = rest.split("/", 1)[0]
-            host = netloc.rsplit("@", 1)[-1].split(":", 1)[0].lower()
-            if host in EBI_FTP_HOSTS:
-                return "https://" + rest
-            return "ftp://" + rest
-        if scheme == "s3":
-            bucket, _, key = rest.partition("/")
-            return f"https://{bucket}.s3.amazonaws.com/{key}"
-        if scheme == "gs":
-            return "https://storage.googleapis.com/" + rest
-        raise InputError(f"unsupported URL scheme {scheme!r} in {u!r}: expected http(s), ftp or file")
-    if s.startswith("//"):
-        return "https:" + s
-    if s.startswith("/"):
-        return Path(s).as_uri()
-    m = _HOST_COLON_PATH_RE.match(s)
-    if m:
-        host, path = m.group(1).lower(), m.group(2)
-        if host in EBI_FASP_HOSTS:
-            return "https://ftp.sra.ebi.ac.uk" + path
-        raise InputError(f"cannot turn {u!r} into a URL: host:/path form is only known for ENA Aspera")
-    return "https://" + s
-
-
-def _url_basename(url: str) -> str:
-    return unquote(posixpath.basename(urlsplit(url).path))
-
-
-def pick_mates(urls: list[str]) -> list[int]:
-    """Indices (into ``urls``) of the FASTQ files to use, mate 1 first.
-
-    * one file -> ``[0]`` (whatever its name);
-    * exactly one ``*_1.fastq.gz`` and one ``*_2.fastq.gz`` (also ``_R1``/``.1``/``_R1_001``,
-      ``.fq``, any compression suffix) -> their indices, by suffix not by position; other files
-      listed beside them (ENA's unpaired ``RUN.fastq.gz``, a ``_3`` index read) are ignored;
-    * anything else (no files, several files without a clear pair) -> ``[]``: the caller
-      cannot tell which files make up the run.
-    """
-    if not urls:
-        return []
-    if len(urls) == 1:
-        return [0]
-    mate1, mate2 = [], []
-    for i, u in enumerate(urls):
-        m = _MATE_RE.search(_url_basename(u))
-        if m:
-            (mate1 if m.group(1) == "1" else mate2).append(i)
-    if len(mate1) == 1 and len(mate2) == 1:
-        return [mate1[0], mate2[0]]
-    return []
-
-
-def _layout(value: Optional[str]) -> str:
-    if value is None:
-        return ""
-    v = value.strip().upper()
-    if v.startswith("PAIR"):
-        return PAIRED
-    if v.startswith("SINGLE"):
-        return SINGLE
-    return ""
-
-
-def _split_list(value: Optional[str]) -> list[str]:
-    if value is None:
-        return []
-    return [part.strip() for part in value.split(";")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,222 +151,6 @@ def read_table(path) -> tuple[pd.DataFrame, str]:
     if df.empty:
         raise InputError(f"metadata table {path} has a header but no rows")
     return df.reset_index(drop=True), fmt
-
-
-# --------------------------------------------------------------------------------------------
-# Row parsing
-# --------------------------------------------------------------------------------------------
-
-
-class _Row:
-    """One table row with helpers that name the file, row and run in their errors."""
-
-    def __init__(self, path: Path, number: int, values: dict, run: str = ""):
-        self.path = path
-        self.number = number  # 1-based data row (the header is row 0)
-        self.values = values
-        self.run = run
-
-    def where(self, column: str = "") -> str:
-        col = f", column {column}" if column else ""
-        run = f", run {self.run}" if self.run else ""
-        return f"{self.path} (row {self.number}{run}{col})"
-
-    def get(self, *columns: str) -> Optional[str]:
-        """First non-missing value among ``columns`` (absent columns count as missing)."""
-        for c in columns:
-            v = _clean(self.values.get(c))
-            if v is not None:
-                return v
-        return None
-
-    def first_present(self, *columns: str) -> Optional[str]:
-        """Name of the first of ``columns`` with a non-missing value."""
-        for c in columns:
-            if _clean(self.values.get(c)) is not None:
-                return c
-        return None
-
-    def to_int(self, value: Optional[str], column: str) -> Optional[int]:
-        if value is None:
-            return None
-        try:
-            d = Decimal(value.replace(",", "") if _THOUSANDS_RE.fullmatch(value) else value)
-        except InvalidOperation:
-            d = None
-        if d is None or not d.is_finite() or d != d.to_integral_value() or d < 0:
-            raise InputError(f"{self.where(column)}: expected a whole number, got {value!r}")
-        return int(d)
-
-    def int_of(self, *columns: str) -> Optional[int]:
-        col = self.first_present(*columns)
-        return None if col is None else self.to_int(self.get(col), col)
-
-    def url(self, value: str, column: str) -> str:
-        try:
-            return normalise_url(value)
-        except InputError as exc:
-            raise InputError(f"{self.where(column)}: {exc}") from None
-
-
-def _sra_candidates(run: str, urls: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for u in list(urls) + [ODP_URL.format(run=run)]:
-        if u and u not in out:
-            out.append(u)
-    return out
-
-
-MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-
-
-def _md5_of(row: "_Row", value: str, column: str):
-    """A checksum from the table, or None; a malformed one is an error before any download."""
-    value = _clean(value)
-    if not value:
-        return None
-    if not MD5_RE.match(value):
-        raise InputError(f"{row.where(column)}: malformed md5 {value!r} for run {row.run} "
-                         "(expected 32 hexadecimal digits)")
-    return value.lower()
-
-
-def _parse_ena(row: _Row) -> Run:
-    run = row.run
-    ftp = _split_list(row.get("fastq_ftp"))
-    n = len(ftp)
-    lists = {}
-    for column in ("fastq_md5", "fastq_bytes"):
-        values = _split_list(row.get(column))
-        if values and len(values) != n:
-            raise InputError(
-                f"{row.where(column)}: lists {len(values)} value(s) but fastq_ftp lists {n} "
-                f"file(s) for run {run}"
-            )
-        lists[column] = values or [""] * n
-    files = []
-    if n:
-        if any(not u for u in ftp):
-            raise InputError(f"{row.where('fastq_ftp')}: empty entry in {row.get('fastq_ftp')!r}")
-        urls = [row.url(u, "fastq_ftp") for u in ftp]
-        chosen = pick_mates(urls)
-        if not chosen:
-            log.warning(
-                "%s: cannot tell the mates apart among %s; run %s will use its .sra file",
-                row.where("fastq_ftp"), ", ".join(_url_basename(u) for u in urls), run,
-            )
-        for i in chosen:
-            name = _url_basename(urls[i])
-            if not name:
-                raise InputError(f"{row.where('fastq_ftp')}: no file name in URL {urls[i]!r}")
-            files.append(
-                RemoteFile(
-                    url=urls[i],
-                    name=name,
-                    md5=_md5_of(row, lists["fastq_md5"][i], "fastq_md5"),
-                    bytes=row.to_int(_clean(lists["fastq_bytes"][i]), "fastq_bytes"),
-                )
-            )
-    sra_urls, sra_md5, sra_bytes = [], None, None
-    sra_ftp = [u for u in _split_list(row.get("sra_ftp")) if u]
-    if sra_ftp:
-        sra_urls.append(row.url(sra_ftp[0], "sra_ftp"))
-        md5s = _split_list(row.get("sra_md5"))
-        sizes = _split_list(row.get("sra_bytes"))
-        sra_md5 = _md5_of(row, md5s[0], "sra_md5") if md5s else None
-        sra_bytes = row.to_int(_clean(sizes[0]), "sra_bytes") if sizes else None
-    return Run(
-        run=run,
-        layout=_layout(row.get("library_layout")),
-        read_count=row.int_of("read_count"),
-        base_count=row.int_of("base_count"),
-        files=files,
-        sra_urls=_sra_candidates(run, sra_urls),
-        sra_md5=sra_md5,
-        sra_bytes=sra_bytes,
-    )
-
-
-def _local_file(row: _Row, column: str, value: str) -> tuple[str, Optional[Path]]:
-    """(URL, local path to check or None) for an integrate ``read*_path`` cell."""
-    if _SCHEME_RE.match(value):
-        url = row.url(value, column)
-        if url.startswith("file://"):
-            return url, Path(url2pathname(urlsplit(url).path))
-        return url, None
-    p = Path(value).expanduser()
-    if not p.is_absolute():
-        p = row.path.parent / p
-    p = Path(os.path.abspath(p))
-    return p.as_uri(), p
-
-
-def _parse_integrate(row: _Row) -> tuple[Run, list[tuple[str, Path]]]:
-    run = row.run
-    files, to_check = [], []
-    for column in ("read1_path", "read2_path"):
-        value = row.get(column)
-        if value is None or value.lower() == "unavailable":  # amalgkit writes 'unavailable'
-            if column == "read1_path":
-                raise InputError(f"{row.where(column)}: no read1_path for run {run}")
-            continue
-        url, local = _local_file(row, column, value)
-        name = _url_basename(url)
-        if not name:
-            raise InputError(f"{row.where(column)}: no file name in {value!r}")
-        if files and files[0].name == name:
-            raise InputError(
-                f"{row.where(column)}: read1_path and read2_path have the same file name {name!r}"
-            )
-        files.append(RemoteFile(url=url, name=name))
-        if local is not None:
-            to_check.append((column, local))
-    r = Run(
-        run=run,
-        layout=PAIRED if len(files) == 2 else SINGLE,
-        read_count=row.int_of("read_count", "total_spots"),
-        base_count=row.int_of("base_count", "total_bases"),
-        files=files,
-    )
-    return r, to_check
-
-
-def _parse_amalgkit(row: _Row) -> Run:
-    links = [row.url(row.get(c), c) for c in ("AWS_Link", "NCBI_Link") if row.get(c)]
-    return Run(
-        run=row.run,
-        layout=_layout(row.get("lib_layout")),
-        read_count=row.int_of("total_spots"),
-        base_count=row.int_of("total_bases"),
-        sra_urls=_sra_candidates(row.run, links),
-    )
-
-
-def _parse_runinfo(row: _Row) -> Run:
-    link = row.get("download_path")
-    return Run(
-        run=row.run,
-        layout=_layout(row.get("LibraryLayout")),
-        read_count=row.int_of("spots"),
-        base_count=row.int_of("bases"),
-        sra_urls=_sra_candidates(row.run, [row.url(link, "download_path")] if link else []),
-    )
-
-
-_RUN_COLUMN = {"ena": "run_accession", "integrate": "run", "amalgkit": "run", "runinfo": "Run"}
-
-
-def _amalgkit_flags(row: _Row) -> Optional[str]:
-    """Reason a row of an amalgkit-style table is not sampled, or None."""
-    if "is_sampled" in row.values:
-        v = row.get("is_sampled")
-        if (v or "").lower() != "yes":
-            return f"is_sampled={v if v is not None else '(blank)'}"
-    if "exclusion" in row.values:
-        v = row.get("exclusion")
-        if (v or "").lower() != "no":
-            return f"exclusion={v if v is not None else '(blank)'}"
-    return None
 
 
 # --------------------------------------------------------------------------------------------

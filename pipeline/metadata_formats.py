@@ -1,0 +1,399 @@
+"""How one row of each metadata table format becomes a :class:`~pipeline.model.Run`.
+
+:mod:`pipeline.metadata` reads the table, tells its format and calls the parser for each row;
+this module holds the per-format parsing and the rules it shares: which cells count as missing,
+how a URL or path is normalised (:func:`normalise_url`), which FASTQ files make up a run
+(:func:`pick_mates`), and where a run's ``.sra`` file may be fetched from.
+
+``ena``
+    ``fastq_ftp``, ``fastq_md5`` and ``fastq_bytes`` are aligned ``;``-separated lists; the
+    files of the run are chosen by :func:`pick_mates` (none when the mates cannot be told apart:
+    the run then uses its ``.sra`` file). The first ``sra_ftp`` entry, with ``sra_md5`` and
+    ``sra_bytes``, is the first ``.sra`` candidate. Also ``library_layout``, ``read_count``,
+    ``base_count``.
+``integrate``
+    ``read1_path`` (required) and ``read2_path`` (optional; amalgkit writes ``unavailable``) are
+    local paths, relative to the table's folder, or URLs; the layout follows the number of files.
+    Also ``read_count``/``total_spots``, ``base_count``/``total_bases``. The local files are
+    returned for the caller to check, so that only selected runs need them.
+``amalgkit``
+    ``lib_layout``, ``total_spots``, ``total_bases``; ``AWS_Link`` and ``NCBI_Link`` are
+    ``.sra`` candidates.
+``runinfo``
+    ``LibraryLayout``, ``spots``, ``bases``; ``download_path`` is the ``.sra`` candidate.
+
+Every run's ``.sra`` candidates end with the AWS Open Data copy (:data:`ODP_URL`). Rows of
+``amalgkit`` and ``integrate`` tables are used only with ``is_sampled=yes`` and ``exclusion=no``
+(when those columns exist). Errors raise :class:`~pipeline.model.InputError` naming the file,
+row, run and column.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Iterable, Optional
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+import pandas as pd
+
+from .model import PAIRED, SINGLE, InputError, RemoteFile, Run
+
+# Warnings go to the logger they used before this module was split out of pipeline.metadata.
+log = logging.getLogger("pipeline.metadata")
+
+FORMATS = ("ena", "integrate", "amalgkit", "runinfo")
+
+#: Cell values that mean "no value" (compared case-insensitively after stripping blanks).
+MISSING_VALUES = frozenset({"", "<na>", "na", "nan"})
+
+#: AWS Open Data (SRA public bucket) location of a run's ``.sra`` file.
+ODP_URL = "https://sra-pub-run-odp.s3.amazonaws.com/sra/{run}/{run}"
+
+#: FTP hosts of EBI that serve the same paths over HTTPS.
+EBI_FTP_HOSTS = frozenset({"ftp.sra.ebi.ac.uk", "ftp.ebi.ac.uk", "ftp.era.ebi.ac.uk"})
+#: ENA's Aspera host, whose ``host:/vol1/...`` paths are also served by ftp.sra.ebi.ac.uk.
+EBI_FASP_HOSTS = frozenset({"fasp.sra.ebi.ac.uk"})
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_HOST_COLON_PATH_RE = re.compile(r"^([A-Za-z0-9.-]+):(/.*)$")
+_THOUSANDS_RE = re.compile(r"\d{1,3}(?:,\d{3})+")  # 1,234,567 as a spreadsheet writes it
+_MATE_RE = re.compile(
+    r"[._]R?([12])(?:_001)?\.(?:fastq|fq)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Small pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _missing(value) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str):  # NaN from pandas, should not happen with dtype=str
+        try:
+            return bool(pd.isna(value))
+        except (TypeError, ValueError):
+            return False
+    return value.strip().lower() in MISSING_VALUES
+
+
+def _clean(value) -> Optional[str]:
+    """The stripped string, or None when the cell is missing."""
+    if _missing(value):
+        return None
+    return str(value).strip()
+
+
+def normalise_url(u: str) -> str:
+    """Return an absolute URL with a scheme the fetchers understand.
+
+    * scheme-less ``host/path`` (as ENA lists ``fastq_ftp``) -> ``https://host/path``;
+    * ``ftp://`` on EBI's FTP hosts -> ``https://`` (same paths, served over HTTPS);
+      other ``ftp://`` URLs are kept;
+    * ``http://``, ``https://`` and ``file://`` are kept as they are;
+    * ``s3://bucket/key`` -> ``https://bucket.s3.amazonaws.com/key``;
+      ``gs://bucket/key`` -> ``https://storage.googleapis.com/bucket/key``;
+    * ENA's Aspera form ``fasp.sra.ebi.ac.uk:/vol1/...`` -> ``https://ftp.sra.ebi.ac.uk/vol1/...``;
+    * an absolute local path ``/x/y`` -> ``file:///x/y``.
+
+    Anything else (an unknown scheme, an empty string) raises InputError.
+    """
+    if not isinstance(u, str) or not u.strip():
+        raise InputError(f"empty or non-text URL {u!r}")
+    s = u.strip()
+    m = _SCHEME_RE.match(s)
+    if m:
+        scheme = m.group(1).lower()
+        rest = s[m.end():]
+        if scheme in ("http", "https", "file"):
+            return f"{scheme}://{rest}"
+        if scheme == "ftp":
+            netloc = rest.split("/", 1)[0]
+            host = netloc.rsplit("@", 1)[-1].split(":", 1)[0].lower()
+            if host in EBI_FTP_HOSTS:
+                return "https://" + rest
+            return "ftp://" + rest
+        if scheme == "s3":
+            bucket, _, key = rest.partition("/")
+            return f"https://{bucket}.s3.amazonaws.com/{key}"
+        if scheme == "gs":
+            return "https://storage.googleapis.com/" + rest
+        raise InputError(f"unsupported URL scheme {scheme!r} in {u!r}: expected http(s), ftp or file")
+    if s.startswith("//"):
+        return "https:" + s
+    if s.startswith("/"):
+        return Path(s).as_uri()
+    m = _HOST_COLON_PATH_RE.match(s)
+    if m:
+        host, path = m.group(1).lower(), m.group(2)
+        if host in EBI_FASP_HOSTS:
+            return "https://ftp.sra.ebi.ac.uk" + path
+        raise InputError(f"cannot turn {u!r} into a URL: host:/path form is only known for ENA Aspera")
+    return "https://" + s
+
+
+def _url_basename(url: str) -> str:
+    return unquote(posixpath.basename(urlsplit(url).path))
+
+
+def pick_mates(urls: list[str]) -> list[int]:
+    """Indices (into ``urls``) of the FASTQ files to use, mate 1 first.
+
+    * one file -> ``[0]`` (whatever its name);
+    * exactly one ``*_1.fastq.gz`` and one ``*_2.fastq.gz`` (also ``_R1``/``.1``/``_R1_001``,
+      ``.fq``, any compression suffix) -> their indices, by suffix not by position; other files
+      listed beside them (ENA's unpaired ``RUN.fastq.gz``, a ``_3`` index read) are ignored;
+    * anything else (no files, several files without a clear pair) -> ``[]``: the caller
+      cannot tell which files make up the run.
+    """
+    if not urls:
+        return []
+    if len(urls) == 1:
+        return [0]
+    mate1, mate2 = [], []
+    for i, u in enumerate(urls):
+        m = _MATE_RE.search(_url_basename(u))
+        if m:
+            (mate1 if m.group(1) == "1" else mate2).append(i)
+    if len(mate1) == 1 and len(mate2) == 1:
+        return [mate1[0], mate2[0]]
+    return []
+
+
+def _layout(value: Optional[str]) -> str:
+    if value is None:
+        return ""
+    v = value.strip().upper()
+    if v.startswith("PAIR"):
+        return PAIRED
+    if v.startswith("SINGLE"):
+        return SINGLE
+    return ""
+
+
+def _split_list(value: Optional[str]) -> list[str]:
+    if value is None:
+        return []
+    return [part.strip() for part in value.split(";")]
+
+
+# --------------------------------------------------------------------------------------------
+# Row parsing
+# --------------------------------------------------------------------------------------------
+
+
+class _Row:
+    """One table row with helpers that name the file, row and run in their errors."""
+
+    def __init__(self, path: Path, number: int, values: dict, run: str = ""):
+        self.path = path
+        self.number = number  # 1-based data row (the header is row 0)
+        self.values = values
+        self.run = run
+
+    def where(self, column: str = "") -> str:
+        col = f", column {column}" if column else ""
+        run = f", run {self.run}" if self.run else ""
+        return f"{self.path} (row {self.number}{run}{col})"
+
+    def get(self, *columns: str) -> Optional[str]:
+        """First non-missing value among ``columns`` (absent columns count as missing)."""
+        for c in columns:
+            v = _clean(self.values.get(c))
+            if v is not None:
+                return v
+        return None
+
+    def first_present(self, *columns: str) -> Optional[str]:
+        """Name of the first of ``columns`` with a non-missing value."""
+        for c in columns:
+            if _clean(self.values.get(c)) is not None:
+                return c
+        return None
+
+    def to_int(self, value: Optional[str], column: str) -> Optional[int]:
+        if value is None:
+            return None
+        try:
+            d = Decimal(value.replace(",", "") if _THOUSANDS_RE.fullmatch(value) else value)
+        except InvalidOperation:
+            d = None
+        if d is None or not d.is_finite() or d != d.to_integral_value() or d < 0:
+            raise InputError(f"{self.where(column)}: expected a whole number, got {value!r}")
+        return int(d)
+
+    def int_of(self, *columns: str) -> Optional[int]:
+        col = self.first_present(*columns)
+        return None if col is None else self.to_int(self.get(col), col)
+
+    def url(self, value: str, column: str) -> str:
+        try:
+            return normalise_url(value)
+        except InputError as exc:
+            raise InputError(f"{self.where(column)}: {exc}") from None
+
+
+def _sra_candidates(run: str, urls: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for u in list(urls) + [ODP_URL.format(run=run)]:
+        if u and u not in out:
+            out.append(u)
+    return out
+
+
+MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+def _md5_of(row: "_Row", value: str, column: str):
+    """A checksum from the table, or None; a malformed one is an error before any download."""
+    value = _clean(value)
+    if not value:
+        return None
+    if not MD5_RE.match(value):
+        raise InputError(f"{row.where(column)}: malformed md5 {value!r} for run {row.run} "
+                         "(expected 32 hexadecimal digits)")
+    return value.lower()
+
+
+def _parse_ena(row: _Row) -> Run:
+    run = row.run
+    ftp = _split_list(row.get("fastq_ftp"))
+    n = len(ftp)
+    lists = {}
+    for column in ("fastq_md5", "fastq_bytes"):
+        values = _split_list(row.get(column))
+        if values and len(values) != n:
+            raise InputError(
+                f"{row.where(column)}: lists {len(values)} value(s) but fastq_ftp lists {n} "
+                f"file(s) for run {run}"
+            )
+        lists[column] = values or [""] * n
+    files = []
+    if n:
+        if any(not u for u in ftp):
+            raise InputError(f"{row.where('fastq_ftp')}: empty entry in {row.get('fastq_ftp')!r}")
+        urls = [row.url(u, "fastq_ftp") for u in ftp]
+        chosen = pick_mates(urls)
+        if not chosen:
+            log.warning(
+                "%s: cannot tell the mates apart among %s; run %s will use its .sra file",
+                row.where("fastq_ftp"), ", ".join(_url_basename(u) for u in urls), run,
+            )
+        for i in chosen:
+            name = _url_basename(urls[i])
+            if not name:
+                raise InputError(f"{row.where('fastq_ftp')}: no file name in URL {urls[i]!r}")
+            files.append(
+                RemoteFile(
+                    url=urls[i],
+                    name=name,
+                    md5=_md5_of(row, lists["fastq_md5"][i], "fastq_md5"),
+                    bytes=row.to_int(_clean(lists["fastq_bytes"][i]), "fastq_bytes"),
+                )
+            )
+    sra_urls, sra_md5, sra_bytes = [], None, None
+    sra_ftp = [u for u in _split_list(row.get("sra_ftp")) if u]
+    if sra_ftp:
+        sra_urls.append(row.url(sra_ftp[0], "sra_ftp"))
+        md5s = _split_list(row.get("sra_md5"))
+        sizes = _split_list(row.get("sra_bytes"))
+        sra_md5 = _md5_of(row, md5s[0], "sra_md5") if md5s else None
+        sra_bytes = row.to_int(_clean(sizes[0]), "sra_bytes") if sizes else None
+    return Run(
+        run=run,
+        layout=_layout(row.get("library_layout")),
+        read_count=row.int_of("read_count"),
+        base_count=row.int_of("base_count"),
+        files=files,
+        sra_urls=_sra_candidates(run, sra_urls),
+        sra_md5=sra_md5,
+        sra_bytes=sra_bytes,
+    )
+
+
+def _local_file(row: _Row, column: str, value: str) -> tuple[str, Optional[Path]]:
+    """(URL, local path to check or None) for an integrate ``read*_path`` cell."""
+    if _SCHEME_RE.match(value):
+        url = row.url(value, column)
+        if url.startswith("file://"):
+            return url, Path(url2pathname(urlsplit(url).path))
+        return url, None
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = row.path.parent / p
+    p = Path(os.path.abspath(p))
+    return p.as_uri(), p
+
+
+def _parse_integrate(row: _Row) -> tuple[Run, list[tuple[str, Path]]]:
+    run = row.run
+    files, to_check = [], []
+    for column in ("read1_path", "read2_path"):
+        value = row.get(column)
+        if value is None or value.lower() == "unavailable":  # amalgkit writes 'unavailable'
+            if column == "read1_path":
+                raise InputError(f"{row.where(column)}: no read1_path for run {run}")
+            continue
+        url, local = _local_file(row, column, value)
+        name = _url_basename(url)
+        if not name:
+            raise InputError(f"{row.where(column)}: no file name in {value!r}")
+        if files and files[0].name == name:
+            raise InputError(
+                f"{row.where(column)}: read1_path and read2_path have the same file name {name!r}"
+            )
+        files.append(RemoteFile(url=url, name=name))
+        if local is not None:
+            to_check.append((column, local))
+    r = Run(
+        run=run,
+        layout=PAIRED if len(files) == 2 else SINGLE,
+        read_count=row.int_of("read_count", "total_spots"),
+        base_count=row.int_of("base_count", "total_bases"),
+        files=files,
+    )
+    return r, to_check
+
+
+def _parse_amalgkit(row: _Row) -> Run:
+    links = [row.url(row.get(c), c) for c in ("AWS_Link", "NCBI_Link") if row.get(c)]
+    return Run(
+        run=row.run,
+        layout=_layout(row.get("lib_layout")),
+        read_count=row.int_of("total_spots"),
+        base_count=row.int_of("total_bases"),
+        sra_urls=_sra_candidates(row.run, links),
+    )
+
+
+def _parse_runinfo(row: _Row) -> Run:
+    link = row.get("download_path")
+    return Run(
+        run=row.run,
+        layout=_layout(row.get("LibraryLayout")),
+        read_count=row.int_of("spots"),
+        base_count=row.int_of("bases"),
+        sra_urls=_sra_candidates(row.run, [row.url(link, "download_path")] if link else []),
+    )
+
+
+_RUN_COLUMN = {"ena": "run_accession", "integrate": "run", "amalgkit": "run", "runinfo": "Run"}
+
+
+def _amalgkit_flags(row: _Row) -> Optional[str]:
+    """Reason a row of an amalgkit-style table is not sampled, or None."""
+    if "is_sampled" in row.values:
+        v = row.get("is_sampled")
+        if (v or "").lower() != "yes":
+            return f"is_sampled={v if v is not None else '(blank)'}"
+    if "exclusion" in row.values:
+        v = row.get("exclusion")
+        if (v or "").lower() != "no":
+            return f"exclusion={v if v is not None else '(blank)'}"
+    return None
