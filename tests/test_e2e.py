@@ -311,3 +311,25 @@ def test_layout_follows_the_files_and_a_mismatch_is_logged(tmp_path, sim, kallis
     qc = pd.read_csv(sp / "merged" / "Simulata_single_qc.tsv", sep="\t")
     assert qc["layout"].tolist() == ["SINGLE", "SINGLE"]
     assert "layout: metadata says PAIRED, files give SINGLE" in (sp / "work" / "logs" / "DRR000011.log").read_text()
+
+
+def test_truncated_local_file_without_md5_is_a_named_failure(tmp_path, sim, kallisto_bin):
+    """No md5 for private files: they are read through, so a cut gzip fails instead of being quantified."""
+    src = sim["archive"] / "vol1" / "fastq" / "DRR000"
+    own = tmp_path / "private"
+    own.mkdir()
+    for run in ("DRR000001", "DRR000002"):
+        for m in (1, 2):
+            data = (src / run / f"{run}_{m}.fastq.gz").read_bytes()
+            (own / f"{run}_{m}.fastq.gz").write_bytes(data[: len(data) // 2] if (run, m) == ("DRR000002", 2) else data)
+    table = tmp_path / "cfg" / "local.tsv"
+    table.parent.mkdir(parents=True)
+    table.write_text("run\tread1_path\tread2_path\n" + "".join(
+        f"{r}\t{own}/{r}_1.fastq.gz\t{own}/{r}_2.fastq.gz\n" for r in ("DRR000001", "DRR000002")))
+    write_species(tmp_path / "cfg", "Simulata_pairs", sim["paired"]["transcriptome"], table)
+    r = run_luigi(tmp_path / "cfg", tmp_path / "out")
+    assert r.returncode != 0
+    sp = tmp_path / "out" / "Simulata_pairs"
+    failed = pd.read_csv(sp / "work" / "metadata" / "failed_runs.tsv", sep="\t")
+    assert failed["run"].tolist() == ["DRR000002"] and "truncated" in failed["reason"][0]
+    assert not (sp / "quant" / "DRR000002").exists() and (sp / "quant" / "DRR000001" / "abundance.tsv").is_file()
