@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The whole pipeline (luigi, real kallisto, a real HTTP server on 127.0.0.1) against its limits.
 
-    .venv/bin/python bench/pipeline_bench.py [--runs 8] [--reads 800000] [--out bench/out] [--quick]
+    .venv/bin/python bench/pipeline_bench.py [--runs 16] [--reads 500000] [--out bench/out] [--quick]
 
 1  prefetch: the same simulated species downloaded through a throttled loopback server and
    quantified, with batch.prefetch 0, 1 and 2 (fresh output each). Wall time against the physical
@@ -252,8 +252,8 @@ def ideal_makespan(d: list[float], q: list[float], prefetch: int) -> float:
 
 
 def prefetch_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, server: FileServer,
-                 prefetch: int, max_bytes: int, workers: int) -> dict:
-    root = fresh(work / f"prefetch{prefetch}")
+                 prefetch: int, max_bytes: int, workers: int, name: str) -> dict:
+    root = fresh(work / name)
     out = root / "out"
     write_species_yaml(root / "config", SPECIES, ds["transcriptome"], ds["metadata"],
                        batch={"size": 100, "max_bytes": max_bytes, "prefetch": prefetch},
@@ -263,7 +263,7 @@ def prefetch_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, s
     server.clear_requests()
     fastq = out / SPECIES / "fastq"
     with DiskSampler([fastq], interval=0.05) as sampler:
-        res = lg.run(f"prefetch{prefetch}", ["MultiSpecies", "--config-dir", root / "config", "--output-dir", out,
+        res = lg.run(name, ["MultiSpecies", "--config-dir", root / "config", "--output-dir", out,
                                              "--local-scheduler", "--workers", workers], cwd=root)
     lg.check(res, f"prefetch {prefetch}")
     m = markers_of(out, SPECIES)
@@ -285,7 +285,7 @@ def prefetch_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, s
     budget = (prefetch + 1) * max_bytes
     left = sorted(p.name for p in fastq.rglob("*") if p.is_file()) if fastq.exists() else []
     return {
-        "prefetch": prefetch, "batches": n, "wall_s": res["seconds"], "maxrss_mib": res["maxrss_mib"],
+        "prefetch": prefetch, "batches": n, "max_bytes": max_bytes, "wall_s": res["seconds"], "maxrss_mib": res["maxrss_mib"],
         "download_batch_s": d, "quant_batch_s": q, "sum_download_s": sum_d, "sum_quant_s": sum_q,
         "sum_download_run_s": sum(r["seconds"] for i in range(n) for r in m[f"download_{i:05d}"]["runs"]),
         "sum_quant_run_s": sum(r.get("seconds", 0) for i in range(n) for r in m[f"quant_{i:05d}"]["runs"]),
@@ -305,26 +305,27 @@ def prefetch_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, s
 
 # -- 3: orchestration overhead --------------------------------------------------------------------
 
-def local_pipeline_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, table: Path, rep: int,
-                       workers: int) -> dict:
-    root = fresh(work / f"local{rep}")
+def local_pipeline_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, table: Path, name: str,
+                       workers: int, mirrors: Optional[dict] = None) -> dict:
+    root = fresh(work / name)
     out = root / "out"
     write_species_yaml(root / "config", SPECIES, ds["transcriptome"], table,
-                       batch={"size": 2, "prefetch": 1}, download={"parallel": 1}, quant={"threads": 1},
-                       disk={"min_free": 0})
+                       batch={"size": 2, "prefetch": 1}, download={"parallel": 1, "mirrors": mirrors or {}},
+                       quant={"threads": 1}, disk={"min_free": 0})
     seed_index(out, SPECIES, index, ds["transcriptome"], index_s)
-    res = lg.check(lg.run(f"local{rep}", ["MultiSpecies", "--config-dir", root / "config", "--output-dir", out,
-                                          "--local-scheduler", "--workers", workers], cwd=root), f"local files {rep}")
+    res = lg.check(lg.run(name, ["MultiSpecies", "--config-dir", root / "config", "--output-dir", out,
+                                 "--local-scheduler", "--workers", workers], cwd=root), name)
     m = markers_of(out, SPECIES)
     n = m["split"]["batches"]
     first = min(v["started_at"] for k, v in m.items() if k != "index")
     last_q = max(m[f"quant_{i:05d}"]["finished_at"] for i in range(n))
     sources_used = {r.get("source") for i in range(n) for r in m[f"download_{i:05d}"]["runs"]}
-    # the files were hard-linked: the source inode's link count was 2 while the batch existed
+    verified = all(r.get("verified") for i in range(n) for r in m[f"download_{i:05d}"]["runs"])
     return {"wall_s": res["seconds"], "maxrss_mib": res["maxrss_mib"], "startup_s": first - res["started_epoch"],
             "sum_quant_batch_s": sum(batch_durations(m, "quant")),
             "sum_download_batch_s": sum(batch_durations(m, "download")),
             "after_last_quant_s": res["ended_epoch"] - last_q, "sources": sorted(s for s in sources_used if s),
+            "verified_by_md5": verified,
             "log": res["log"]}
 
 
@@ -435,6 +436,41 @@ def scale_section(lg: Luigi, work: Path, data: Path, n_runs: int) -> dict:
                      "log": c["log"]}}
 
 
+def merge_probe(work: Path, n_runs: int, n_tx: int, runs_at_scale: int) -> dict:
+    """Species' merge (pipeline.merge.merge_species) at a realistic transcriptome width, in a child
+    process so its peak RSS is its own; then a linear extrapolation to ``runs_at_scale`` runs.
+    The scale test above uses 20 transcripts, where the merge's memory does not show."""
+    root = fresh(work / "merge_probe")
+    rng = __import__("random").Random(SEED)
+    text = "target_id\tlength\teff_length\test_counts\ttpm\n" + "".join(
+        f"tx{i:06d}\t{1000 + i % 2000}\t{801 + i % 2000}.0\t{rng.random() * 100:.4f}\t{rng.random() * 10:.6f}\n"
+        for i in range(n_tx))
+    info = json.dumps({"n_processed": 1000, "n_pseudoaligned": 800, "p_pseudoaligned": 80.0})
+    runs = [f"SRR{2000000 + i}" for i in range(n_runs)]
+    for run in runs:
+        d = root / "quant" / run
+        d.mkdir(parents=True)
+        (d / "abundance.tsv").write_text(text)
+        (d / "run_info.json").write_text(info)
+    code = ("import json, resource, sys, time; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+            "from pipeline import merge; q = Path(sys.argv[2]); runs = sorted(p.name for p in q.iterdir()); "
+            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; t = time.perf_counter(); "
+            "merge.merge_species('Probe', q, runs, Path(sys.argv[3]), {}); "
+            "print(json.dumps({'seconds': time.perf_counter() - t, 'rss0_kib': r0, "
+            "'rss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    p = subprocess.run([sys.executable, "-c", code, str(REPO), str(root / "quant"), str(root / "merged")],
+                       capture_output=True, text=True, check=True)
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    merged_bytes = sum(f.stat().st_size for f in (root / "merged").iterdir())
+    shutil.rmtree(root, ignore_errors=True)
+    grow_mib = (r["rss_kib"] - r["rss0_kib"]) / 1024
+    k = runs_at_scale / n_runs
+    return {"runs": n_runs, "transcripts": n_tx, "seconds": r["seconds"], "rss_mib": r["rss_kib"] / 1024,
+            "rss_growth_mib": grow_mib, "merged_bytes": merged_bytes, "scale_runs": runs_at_scale,
+            "extrapolated_seconds": r["seconds"] * k, "extrapolated_rss_growth_gib": grow_mib * k / 1024,
+            "extrapolated_merged_gb": merged_bytes * k / 1e9}
+
+
 # -- report ---------------------------------------------------------------------------------------
 
 def verdict(ok: Optional[bool]) -> str:
@@ -451,6 +487,23 @@ def fmt_table(rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+def _err(rows, sec, what, r):
+    rows.append((sec, what, "ERROR: " + r["error"].splitlines()[0][:90], "", "MISS"))
+
+
+def _prefetch_rows(rows: list, label: str, r: dict, target: bool) -> None:
+    rows.append(("1", f"{label}: wall", f"{r['wall_s']:.2f} s  ({r['batches']} batches)", "", ""))
+    rows.append(("1", f"{label}: sum download D / sum quant Q (markers)",
+                 f"{r['sum_download_s']:.2f} s / {r['sum_quant_s']:.2f} s", "", ""))
+    rows.append(("1", f"{label}: wall / physical limit max(D,Q)", f"{r['wall_over_limit']:.3f}",
+                 f"<= {TARGET_PREFETCH:.2f}" if target else "(none)",
+                 verdict(r["wall_over_limit"] <= TARGET_PREFETCH) if target else ""))
+    rows.append(("1", f"{label}:   ideal schedule / limit; wall / ideal",
+                 f"{r['ideal_schedule_s'] / r['physical_limit_s']:.3f}; {r['wall_over_ideal']:.3f}", "", ""))
+    rows.append(("1", f"{label}:   startup; after last quant; D-Q overlap",
+                 f"{r['startup_s']:.2f}; {r['after_last_quant_s']:.2f}; {r['download_quant_overlap_s']:.2f} s", "", ""))
+
+
 def report(res: dict) -> str:
     cfg = res["config"]
     out = []
@@ -459,123 +512,190 @@ def report(res: dict) -> str:
                f"{res['machine']['kallisto']}, luigi {res['machine']['luigi']}; total {res['total_seconds']:.0f} s"
                + ("   [--quick: smoke sizes, figures not meaningful]" if cfg["quick"] else ""))
     out.append(f"luigi: child process, --local-scheduler, LUIGI_CONFIG_PATH={res['luigi_cfg']}")
-    out.append("       = project luigi.cfg with [resources] download=1, cpu=1 (one batch downloads at a time,")
-    out.append("       through one connection; one kallisto at a time); species: quant.threads 1, download.parallel 1, "
-               f"--workers {cfg['workers']}")
+    out.append("  = the project's luigi.cfg with [resources] download=1, cpu=1: one batch downloads at a time, through")
+    out.append(f"  one connection (download.parallel 1), one kallisto at a time (quant.threads 1); --workers {cfg['workers']}")
     ds = res.get("data", {})
     if ds:
         gen = "cached" if ds["cached"] else f"generated in {ds['seconds']:.0f} s"
         out.append(f"data: {cfg['runs']} paired runs x {cfg['reads']} pairs of {cfg['read_len']} bp, "
-                   f"{cfg['transcripts']} transcripts; {ds['mean_run_mb']:.1f} MB/run "
-                   f"({gen}); kallisto index "
-                   f"{res['index_seconds']:.1f} s, built once and excluded from every timing (hard-linked into each "
-                   "output with its index.json)")
+                   f"{cfg['transcripts']} transcripts, {ds['mean_run_mb']:.1f} MB/run ({gen})")
+        out.append(f"index: kallisto index {res['index_seconds']:.1f} s, built once by the bench and excluded from "
+                   "every timing (hard-linked into each output dir with an index.json marker)")
     cal = res.get("calibration")
     if cal:
-        out.append(f"calibration: plain kallisto loop {cal['loop_s']:.2f} s = {cal['quant_s_per_run']:.2f} s/run "
-                   f"-> server throttle {cal['throttle_bps'] / MB:.1f} MB/s per connection "
-                   f"(one run's download ~ one run's kallisto)")
+        out.append(f"calibration: plain kallisto loop {cal['loop_s']:.2f} s = {cal['quant_s_per_run']:.2f} s/run -> "
+                   f"server throttle {cal['throttle_bps'] / MB:.1f} MB/s per connection (a run downloads in about "
+                   "one run's kallisto time)")
     out.append("")
     rows = [("#", "measure", "value", "target", "")]
     pf = res.get("prefetch") or {}
     for p in sorted(pf, key=int):
-        r = pf[p]
-        if "error" in r:
-            rows.append(("1", f"prefetch {p}", "ERROR: " + r["error"].splitlines()[0][:80], "", "MISS"))
-            continue
-        tgt = int(p) >= 1
-        rows.append(("1", f"prefetch {p}: wall", f"{r['wall_s']:.2f} s", "", ""))
-        rows.append(("1", f"prefetch {p}: sum download / sum quant (markers)",
-                     f"{r['sum_download_s']:.2f} s / {r['sum_quant_s']:.2f} s", "", ""))
-        rows.append(("1", f"prefetch {p}: wall / physical limit max(D,Q)", f"{r['wall_over_limit']:.3f}",
-                     f"<= {TARGET_PREFETCH:.2f}" if tgt else "(none)",
-                     verdict(r["wall_over_limit"] <= TARGET_PREFETCH) if tgt else ""))
-        rows.append(("1", f"prefetch {p}:   task span / limit; wall / ideal schedule",
-                     f"{r['span_over_limit']:.3f}; {r['wall_over_ideal']:.3f} (ideal {r['ideal_schedule_s']:.2f} s)",
-                     "", ""))
-        rows.append(("1", f"prefetch {p}:   startup / after last quant / D+Q overlap",
-                     f"{r['startup_s']:.2f} / {r['after_last_quant_s']:.2f} / {r['download_quant_overlap_s']:.2f} s",
-                     "", ""))
-    if "0" in pf and "1" in pf and "error" not in pf["0"] and "error" not in pf["1"]:
+        if "error" in pf[p]:
+            _err(rows, "1", f"prefetch {p}", pf[p])
+        else:
+            _prefetch_rows(rows, f"prefetch {p}", pf[p], int(p) >= 1)
+    if all(k in pf and "error" not in pf[k] for k in ("0", "1")):
         rows.append(("1", "prefetch-0 wall / prefetch-1 wall", f"{pf['0']['wall_s'] / pf['1']['wall_s']:.3f}", "", ""))
-    for p in sorted(pf, key=int):
-        r = pf[p]
+    for label, r in (res.get("prefetch_extra") or {}).items():
+        if "error" in r:
+            _err(rows, "1", label, r)
+        else:
+            _prefetch_rows(rows, label, r, True)
+    for label, r in [(f"prefetch {p}", pf[p]) for p in sorted(pf, key=int)] + list((res.get("prefetch_extra") or {}).items()):
         if "error" in r:
             continue
         dk = r["disk"]
-        rows.append(("2", f"prefetch {p}: peak fastq/ vs (p+1) x max_bytes",
-                     f"{dk['peak_bytes'] / MB:.1f} / {dk['budget_bytes'] / MB:.1f} MB ({dk['peak_over_budget']:.2f})",
-                     "<= 1.00", verdict(dk["peak_bytes"] <= dk["budget_bytes"] and not dk["left_after"])))
-        rows.append(("2", f"prefetch {p}:   samples", f"{dk['samples']} ({dk['hz']:.1f} Hz)", ">= 10 Hz",
+        rows.append(("2", f"{label}: peak fastq/ / (p+1) x max_bytes",
+                     f"{dk['peak_bytes'] / MB:.1f} / {dk['budget_bytes'] / MB:.1f} MB = {dk['peak_over_budget']:.4f}",
+                     "<= 1", verdict(dk["peak_bytes"] <= dk["budget_bytes"] and not dk["left_after"])))
+        rows.append(("2", f"{label}:   samples", f"{dk['samples']} ({dk['hz']:.1f} Hz)", ">= 10 Hz",
                      verdict(dk["hz"] >= 10)))
     ov = res.get("overhead")
     if ov and "error" not in ov:
         rows.append(("3", "plain kallisto loop, median", f"{ov['loop_median_s']:.2f} s  {ov['loop_s_fmt']}", "", ""))
-        rows.append(("3", "pipeline on local files, median", f"{ov['pipeline_median_s']:.2f} s  {ov['pipeline_s_fmt']}",
+        rows.append(("3", "pipeline, integrate table, median", f"{ov['pipeline_median_s']:.2f} s  {ov['pipeline_s_fmt']}",
                      "", ""))
-        rows.append(("3", "overhead pipeline / loop - 1", f"{100 * ov['overhead']:+.1f} %",
+        rows.append(("3", "overhead: pipeline / loop - 1", f"{100 * ov['overhead']:+.1f} %",
                      f"< {100 * TARGET_OVERHEAD:.0f} %", verdict(ov["overhead"] < TARGET_OVERHEAD)))
-        rows.append(("3", "  of which: startup; quant tasks - loop; after last quant",
+        rows.append(("3", "  startup; quant tasks - loop; after last quant",
                      f"{ov['startup_median_s']:.2f}; {ov['quant_tasks_minus_loop_s']:+.2f}; "
                      f"{ov['after_last_quant_median_s']:.2f} s", "", ""))
-        rows.append(("3", "  FASTQ pre-count (quant.count_fastq_records), all runs",
-                     f"{ov['precount_all_runs_s']:.2f} s", "", ""))
+        rows.append(("3", "  quant.count_fastq_records on every file (in-process)", f"{ov['precount_all_runs_s']:.2f} s",
+                     "", ""))
+        if "md5_pipeline_median_s" in ov:
+            rows.append(("3", "diagnostic: same files as ENA table + md5 (file:// mirror)",
+                         f"{ov['md5_pipeline_median_s']:.2f} s  {ov['md5_pipeline_s_fmt']} = "
+                         f"{100 * ov['md5_overhead']:+.1f} %", f"< {100 * TARGET_OVERHEAD:.0f} %",
+                         verdict(ov["md5_overhead"] < TARGET_OVERHEAD)))
     elif ov:
-        rows.append(("3", "overhead", "ERROR: " + ov["error"].splitlines()[0][:80], "", "MISS"))
+        _err(rows, "3", "overhead", ov)
     sc = res.get("scale")
     if sc and "error" not in sc:
         n = sc["runs"]
         rows.append(("4", f"{n} runs (a) plan: SplitMetadata alone",
                      f"{sc['plan']['seconds']:.2f} s, {sc['plan']['maxrss_mib']:.0f} MiB, {sc['plan']['batches']} batches",
                      "", ""))
-        rows.append(("4", f"{n} runs (b) walk all batches + merge [fabricated markers]",
+        rows.append(("4", f"{n} runs (b) walk all batches + merge [FABRICATED]",
                      f"{sc['walk_merge']['seconds']:.2f} s, {sc['walk_merge']['maxrss_mib']:.0f} MiB "
                      f"(Species.run {sc['walk_merge']['species_task_seconds']:.2f} s)", "", ""))
         big = n >= 10_000
         rows.append(("4", f"{n} runs (c) no-op re-run",
                      f"{sc['noop']['seconds']:.2f} s, {sc['noop']['maxrss_mib']:.0f} MiB",
-                     f"< {TARGET_NOOP_S:.0f} s" + ("" if big else " (at 10,000)"),
+                     f"< {TARGET_NOOP_S:.0f} s" + ("" if big else " at 10,000"),
                      verdict(sc["noop"]["seconds"] < TARGET_NOOP_S and sc["noop"]["species_json_untouched"])
                      if big else ""))
     elif sc:
-        rows.append(("4", "scale", "ERROR: " + sc["error"].splitlines()[0][:80], "", "MISS"))
+        _err(rows, "4", "scale", sc)
+    mp = res.get("merge_probe")
+    if mp and "error" not in mp:
+        rows.append(("4", f"(d) merge alone, {mp['runs']} runs x {mp['transcripts']} transcripts",
+                     f"{mp['seconds']:.2f} s, RSS +{mp['rss_growth_mib']:.0f} MiB", "", ""))
+        rows.append(("4", f"    linear extrapolation to {mp['scale_runs']} runs",
+                     f"~{mp['extrapolated_seconds']:.0f} s, ~{mp['extrapolated_rss_growth_gib']:.1f} GiB RSS, "
+                     f"{mp['extrapolated_merged_gb']:.1f} GB of tables", "", ""))
+    elif mp:
+        _err(rows, "4", "merge probe", mp)
     out.append(fmt_table(rows))
     out.append("")
-    out.append("1: D and Q are sums over batches of finished_at - started_at in the download_/quant_ markers of the same")
-    out.append("   run; limit = max(D, Q); 'ideal schedule' replays those batch times with zero orchestration delay")
-    out.append("   (it includes the unavoidable first download and last kallisto); startup = launch to first download.")
-    out.append("2: DiskSampler on {out}/{species}/fastq every 0.05 s; batch.size 100 with batch.max_bytes = 2 runs' bytes "
-               f"+ 1000 = {res.get('max_bytes', 0) / MB:.1f} MB, so every batch holds 2 runs.")
-    out.append("3: integrate table (run, read1_path, read2_path; absolute paths, hard-linked into fastq/), batch.size 2,")
-    out.append("   prefetch 1; loop and pipeline interleaved (loop, pipeline, loop, pipeline, ...).")
+    out.append("Notes")
+    out.append("1: D and Q: sums over batches of finished_at - started_at of the download_/quant_ markers of that same")
+    out.append("   run. limit = max(D, Q). 'ideal schedule' replays those batch times with no orchestration delay; it")
+    out.append("   includes the first download and the last kallisto, which nothing can overlap, so with n equal batches")
+    out.append("   and D = Q it is limit x (n + 1) / n. startup = child launch to first download.")
+    if res.get("max_bytes"):
+        out.append(f"2: DiskSampler on {{out}}/{{species}}/fastq every 0.05 s. batch.size 100, batch.max_bytes = the largest "
+                   f"run's bytes + 1000 = {res['max_bytes']} B,")
+        out.append("   so every batch holds 1 run (the extra row: 2 runs' bytes + 1000, 2 runs per batch).")
+    out.append("3: integrate table (run, read1_path, read2_path: absolute paths, hard-linked into fastq/), batch.size 2,")
+    out.append("   prefetch 1, index excluded from both sides; loop and pipelines interleaved (loop, pipeline, diagnostic,")
+    out.append("   loop, ...). The diagnostic lists the same files with md5 and read_count (the simulated ENA table,")
+    out.append("   mirror https://ftp.sra.ebi.ac.uk/ -> file://), so they count as verified and are not pre-read.")
     if sc and "error" not in sc:
-        out.append(f"4: (b) uses FABRICATED markers: download/quant/cleanup_NNNNN.json of all {sc['plan']['batches']} batches "
-                   "(every run ok) + index.json and quant/RUN/{abundance.tsv, run_info.json, pipeline_run.json} for every")
-        out.append("   run (20-transcript abundance files), but no species.json, so MultiSpecies -> Species checks every")
-        out.append("   BatchCleanup and merges. Nothing was downloaded or quantified. RSS = peak of the luigi process tree.")
+        out.append(f"4: (b) uses FABRICATED markers: download/quant/cleanup_NNNNN.json of all {sc['plan']['batches']} "
+                   "batches (every run ok),")
+        out.append("   index.json, and quant/RUN/{abundance.tsv, run_info.json, pipeline_run.json} for every run")
+        out.append("   (20-transcript abundance files), but no species.json: MultiSpecies -> Species checks every")
+        out.append("   BatchCleanup and merges. Nothing was downloaded or quantified. RSS: peak of the luigi process tree")
+        out.append("   (os.wait4). Section 4 runs luigi with --workers 1. (d) runs pipeline.merge.merge_species in a child")
+        out.append("   process on fabricated abundance files, then scales its seconds and RSS growth linearly.")
     return "\n".join(out)
+
+
+def _section(res: dict, key: str, fn, *args):
+    try:
+        res[key] = fn(*args)
+        return True
+    except Exception as e:  # noqa: BLE001 - report and go on with the other sections
+        res[key] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        say(f"  FAILED: {e}")
+        return False
+
+
+def overhead_section(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, kallisto: str, repeats: int,
+                     workers: int, data_root: Path) -> dict:
+    table = data_root / "integrate.tsv"
+    table.write_text("run\tread1_path\tread2_path\n" + "".join(
+        f"{r}\t{ds['files'][r][0]}\t{ds['files'][r][1]}\n" for r in ds["runs"]))
+    file_mirror = {"https://ftp.sra.ebi.ac.uk/": Path(ds["archive"]).as_uri() + "/"}
+    loops, pipes, md5s = [], [], []
+    for rep in range(repeats):
+        say(f"section 3: loop {rep + 1}/{repeats}")
+        loops.append(kallisto_loop(kallisto, index, ds, work / "loop"))
+        say(f"section 3: pipeline {rep + 1}/{repeats}")
+        pipes.append(local_pipeline_run(lg, work, ds, index, index_s, table, f"local{rep}", workers))
+        say(f"section 3: diagnostic pipeline {rep + 1}/{repeats}")
+        md5s.append(local_pipeline_run(lg, work, ds, index, index_s, Path(ds["metadata"]), f"local_md5_{rep}",
+                                       workers, mirrors=file_mirror))
+    t = time.perf_counter()
+    for r in ds["runs"]:
+        for f in ds["files"][r]:
+            quant.count_fastq_records(f)
+    precount = time.perf_counter() - t
+    loop_med = statistics.median(x["seconds"] for x in loops)
+    pipe_med = statistics.median(x["wall_s"] for x in pipes)
+    md5_med = statistics.median(x["wall_s"] for x in md5s)
+    say(f"  loop {loop_med:.2f} s, pipeline {pipe_med:.2f} s, diagnostic {md5_med:.2f} s")
+    return {
+        "index": "excluded from both (built once, before)",
+        "loops_s": [x["seconds"] for x in loops], "pipelines": pipes, "md5_pipelines": md5s,
+        "loop_s_fmt": "(" + ", ".join(f"{x['seconds']:.2f}" for x in loops) + ")",
+        "pipeline_s_fmt": "(" + ", ".join(f"{x['wall_s']:.2f}" for x in pipes) + ")",
+        "md5_pipeline_s_fmt": "(" + ", ".join(f"{x['wall_s']:.2f}" for x in md5s) + ")",
+        "loop_median_s": loop_med, "pipeline_median_s": pipe_med, "overhead": pipe_med / loop_med - 1,
+        "md5_pipeline_median_s": md5_med, "md5_overhead": md5_med / loop_med - 1,
+        "startup_median_s": statistics.median(x["startup_s"] for x in pipes),
+        "after_last_quant_median_s": statistics.median(x["after_last_quant_s"] for x in pipes),
+        "quant_tasks_minus_loop_s": statistics.median(x["sum_quant_batch_s"] for x in pipes) - loop_med,
+        "precount_all_runs_s": precount,
+    }
 
 
 # -- main -----------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=None, help="simulated paired runs (default 8; 4 with --quick)")
-    ap.add_argument("--reads", type=int, default=None, help="read pairs per run (default 800000; 50000 with --quick)")
+    ap.add_argument("--runs", type=int, default=None, help="simulated paired runs (default 16; 4 with --quick)")
+    ap.add_argument("--reads", type=int, default=None, help="read pairs per run (default 500000; 50000 with --quick)")
     ap.add_argument("--read-len", type=int, default=75)
     ap.add_argument("--transcripts", type=int, default=None, help="transcripts (default 2000; 200 with --quick)")
-    ap.add_argument("--scale-runs", type=int, default=None, help="runs of the scale test (default 10000; 1000 with --quick)")
-    ap.add_argument("--repeats", type=int, default=2, help="loop/pipeline pairs in section 3 (default 2)")
+    ap.add_argument("--scale-runs", type=int, default=None,
+                    help="runs of the scale test (default 10000; 1000 with --quick)")
+    ap.add_argument("--probe-runs", type=int, default=None,
+                    help="runs of the merge probe, 4d (default 200; 20 with --quick; 0 skips it)")
+    ap.add_argument("--probe-transcripts", type=int, default=30_000, help="transcripts of the merge probe")
+    ap.add_argument("--repeats", type=int, default=2, help="loop/pipeline rounds in section 3 (default 2)")
     ap.add_argument("--workers", type=int, default=3, help="luigi --workers for sections 1-3 (default 3)")
     ap.add_argument("--out", default=str(REPO / "bench" / "out"))
-    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of about a minute")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of well under a minute")
     ap.add_argument("--skip", default="", help="sections to skip, any of 1 3 4 (1 includes 2), e.g. --skip 4")
     ap.add_argument("--keep", action="store_true", help="keep OUT/pipeline_bench.work/ (pipeline outputs)")
     args = ap.parse_args(argv)
-    runs = args.runs or (4 if args.quick else 8)
-    reads = args.reads or (50_000 if args.quick else 800_000)
+    runs = args.runs or (4 if args.quick else 16)
+    reads = args.reads or (50_000 if args.quick else 500_000)
     n_tx = args.transcripts or (200 if args.quick else 2000)
     scale_runs = args.scale_runs or (1000 if args.quick else 10_000)
+    probe_runs = args.probe_runs if args.probe_runs is not None else (20 if args.quick else 200)
+    probe_tx = 3000 if args.quick and args.probe_transcripts == 30_000 else args.probe_transcripts
     if runs < 2 or runs % 2:
         ap.error("--runs must be even and >= 2 (two runs per batch)")
 
@@ -595,8 +715,8 @@ def main(argv=None) -> int:
     import luigi
     res: dict = {
         "config": {"runs": runs, "reads": reads, "read_len": args.read_len, "transcripts": n_tx,
-                   "scale_runs": scale_runs, "repeats": args.repeats, "workers": args.workers, "quick": args.quick,
-                   "out": str(out)},
+                   "scale_runs": scale_runs, "probe_runs": probe_runs, "probe_transcripts": probe_tx,
+                   "repeats": args.repeats, "workers": args.workers, "quick": args.quick, "out": str(out)},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "luigi": getattr(luigi, "__version__", "?"),
                     "kallisto": subprocess.run([kallisto, "version"], capture_output=True, text=True).stdout.strip(),
@@ -605,7 +725,7 @@ def main(argv=None) -> int:
         "targets": {"prefetch_wall_over_limit_max": TARGET_PREFETCH, "overhead_max": TARGET_OVERHEAD,
                     "noop_seconds_max": TARGET_NOOP_S},
     }
-    failed = False
+    ok = True
     try:
         if not {"1", "3"} <= set(args.skip):
             data_root = out / "data" / f"sim_{runs}x{reads}x{args.read_len}_{n_tx}tx"
@@ -625,69 +745,41 @@ def main(argv=None) -> int:
                                   "throttle_bps": throttle}
 
             if "1" not in args.skip:
-                max_bytes = max(a + b for a, b in zip(sizes, sizes[1:])) + 1000
+                # one run a batch: with n equal batches and D = Q nothing can beat (n + 1) / n x the
+                # limit (the first download and the last kallisto overlap nothing), so more batches
+                # make the prefetch rows say more about the scheduling and less about fill and drain
+                max_bytes = max(sizes) + 1000
                 res["max_bytes"] = max_bytes
-                res["prefetch"] = {}
+                res["prefetch"], res["prefetch_extra"] = {}, {}
+                plan = [(res["prefetch"], str(p), p, max_bytes, f"prefetch{p}") for p in (0, 1, 2)]
+                plan.append((res["prefetch_extra"], "prefetch 1, 2 runs/batch", 1,
+                             max(a + b for a, b in zip(sizes, sizes[1:])) + 1000, "prefetch1_2runs"))
                 with FileServer(ds["archive"], throttle_bps=throttle) as server:
-                    for p in (0, 1, 2):
-                        say(f"section 1/2: prefetch {p}")
-                        try:
-                            r = prefetch_run(lg, work, ds, index, index_s, server, p, max_bytes, args.workers)
+                    for where, key, p, mb, name in plan:
+                        say(f"section 1/2: {name}")
+                        ok &= _section(where, key, prefetch_run, lg, work, ds, index, index_s, server, p, mb,
+                                       args.workers, name)
+                        r = where[key]
+                        if "error" not in r:
                             say(f"  wall {r['wall_s']:.2f} s, D {r['sum_download_s']:.2f} s, Q {r['sum_quant_s']:.2f} s, "
                                 f"peak {r['disk']['peak_bytes'] / MB:.1f} MB")
-                        except Exception as e:  # noqa: BLE001 - report and go on with the others
-                            failed = True
-                            r = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-                            say(f"  FAILED: {e}")
-                        res["prefetch"][str(p)] = r
                     res["server_errors"] = server.errors
 
             if "3" not in args.skip:
-                try:
-                    table = data_root / "integrate.tsv"
-                    table.write_text("run\tread1_path\tread2_path\n" + "".join(
-                        f"{r}\t{ds['files'][r][0]}\t{ds['files'][r][1]}\n" for r in ds["runs"]))
-                    loops, pipes = [], []
-                    for rep in range(args.repeats):
-                        say(f"section 3: loop {rep + 1}/{args.repeats}")
-                        loops.append(kallisto_loop(kallisto, index, ds, work / "loop"))
-                        say(f"section 3: pipeline {rep + 1}/{args.repeats}")
-                        pipes.append(local_pipeline_run(lg, work, ds, index, index_s, table, rep, args.workers))
-                    t = time.perf_counter()
-                    for r in ds["runs"]:
-                        for f in ds["files"][r]:
-                            quant.count_fastq_records(f)
-                    precount = time.perf_counter() - t
-                    loop_med = statistics.median(x["seconds"] for x in loops)
-                    pipe_med = statistics.median(x["wall_s"] for x in pipes)
-                    res["overhead"] = {
-                        "loops_s": [x["seconds"] for x in loops], "pipelines": pipes,
-                        "loop_s_fmt": "(" + ", ".join(f"{x['seconds']:.2f}" for x in loops) + ")",
-                        "pipeline_s_fmt": "(" + ", ".join(f"{x['wall_s']:.2f}" for x in pipes) + ")",
-                        "loop_median_s": loop_med, "pipeline_median_s": pipe_med, "overhead": pipe_med / loop_med - 1,
-                        "startup_median_s": statistics.median(x["startup_s"] for x in pipes),
-                        "after_last_quant_median_s": statistics.median(x["after_last_quant_s"] for x in pipes),
-                        "quant_tasks_minus_loop_s": statistics.median(x["sum_quant_batch_s"] for x in pipes) - loop_med,
-                        "precount_all_runs_s": precount,
-                        "index": "excluded from both (built once, before)",
-                    }
-                    say(f"  loop {loop_med:.2f} s, pipeline {pipe_med:.2f} s")
-                except Exception as e:  # noqa: BLE001
-                    failed = True
-                    res["overhead"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-                    say(f"  FAILED: {e}")
+                ok &= _section(res, "overhead", overhead_section, lg, work, ds, index, index_s, kallisto,
+                               args.repeats, args.workers, data_root)
 
         if "4" not in args.skip:
             say(f"section 4: scale, {scale_runs} runs")
-            try:
-                res["scale"] = scale_section(lg, work, out / "data", scale_runs)
+            if _section(res, "scale", scale_section, lg, work, out / "data", scale_runs):
                 s = res["scale"]
                 say(f"  plan {s['plan']['seconds']:.2f} s, walk+merge {s['walk_merge']['seconds']:.2f} s, "
                     f"no-op {s['noop']['seconds']:.2f} s")
-            except Exception as e:  # noqa: BLE001
-                failed = True
-                res["scale"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-                say(f"  FAILED: {e}")
+            else:
+                ok = False
+            if probe_runs:
+                say(f"section 4d: merge probe, {probe_runs} runs x {probe_tx} transcripts")
+                ok &= _section(res, "merge_probe", merge_probe, work, probe_runs, probe_tx, scale_runs)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -695,9 +787,10 @@ def main(argv=None) -> int:
     text = report(res)
     res["table"] = text
     write_json(out / "pipeline_bench.json", res)
+    sys.stderr.flush()
     print(text)
     print(f"\nwrote {out / 'pipeline_bench.json'}; luigi logs in {logs}")
-    return 1 if failed else 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
