@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import sra
+from . import quant, sra, subsample
 from .download import DownloadError, RetryPolicy, fetch, safe_name
 from .model import RemoteFile, Run
 from .runlog import RunLog
@@ -31,7 +31,7 @@ def run_dir(fastq_dir, run: str) -> Path:
 
 def clear_run_dir(fastq_dir, run: str) -> int:
     """Remove everything in ``fastq/RUN/`` (finished and partial files); return bytes freed."""
-    d = run_dir(fastq_dir, run)
+    d = run_dir(fastq_dir, run, log)
     freed = remove_tree_files(d)
     if d.exists():
         d.rmdir()
@@ -125,3 +125,37 @@ def obtain_run(run: Run, fastq_dir, mirrors: dict, policy: RetryPolicy, log: Run
         result["reason"] = " | ".join(reasons) or "no download source configured"
     result["seconds"] = round(time.monotonic() - t0, 3)
     return result
+
+
+def verify_and_cap(run: Run, res: dict, fastq_dir, max_bp: Optional[int], log: RunLog) -> dict:
+    """After a run's files are obtained: read through files no md5 vouches for (a truncated gzip or
+    mates that disagree fail the run here, overlapping the previous batch's kallisto), then apply
+    ``download.max_bp``. A run that fails loses its files. Returns ``res`` updated."""
+    if res["status"] != "ok":
+        return res
+    paths = [run_dir(fastq_dir, run.run) / f for f in res["files"]]
+    if not res.get("verified"):
+        try:
+            spots = quant.count_checked(paths)
+        except quant.QuantError as e:
+            return _failed(res, str(e), fastq_dir, run, log)
+        if res.get("expected_reads") not in (None, spots):
+            return _failed(res, f"{spots} spots in the files but the metadata says {res['expected_reads']}",
+                           fastq_dir, run, log)
+        res.update(expected_reads=spots, verified=True, counted=True)
+        log.write(f"download: read through {spots} spots (no md5 to check against)")
+    if max_bp and (run.base_count is None or run.base_count > max_bp):
+        try:
+            cap = subsample.cap_reads(paths, max_bp)
+        except subsample.CapError as e:
+            return _failed(res, f"max_bp: {e}", fastq_dir, run, log)
+        if cap["capped"]:
+            res.update(expected_reads=cap["spots"], capped_bases=cap["bases"])
+            log.write(f"max_bp: kept the first {cap['spots']} spots ({cap['bases']} bases)")
+    return res
+
+
+def _failed(res: dict, reason: str, fastq_dir, run: Run, log: RunLog) -> dict:
+    log.write(f"failed after download: {reason}")
+    clear_run_dir(fastq_dir, run.run)
+    return res | {"status": "failed", "reason": reason}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import luigi
 
-from . import batches, disk, download, ena, merge, metadata, quant, sources, subsample
+from . import batches, disk, download, ena, merge, metadata, quant, sources
 from .config import SpeciesConfig, load_all, load_species_config
 from .model import InputError
 from .layout import SpeciesLayout
@@ -223,33 +223,7 @@ class BatchDownload(BatchTask):
             log.write(f"download: batch {self.batch}, sources {', '.join(cfg.sources)}")
             res = sources.obtain_run(run, p.fastq, cfg.mirrors, policy, log, cfg.sources, slots, progress,
                                      threads=cfg.threads)
-            if res["status"] == "ok" and not res.get("verified"):
-                # files no md5 vouches for (local tables) are read through here, while the previous
-                # batch is being quantified, rather than in BatchQuant holding the CPU slot
-                try:
-                    spots = quant.count_checked([sources.run_dir(p.fastq, run.run) / f for f in res["files"]])
-                except quant.QuantError as e:
-                    res.update(status="failed", reason=str(e))
-                    sources.clear_run_dir(p.fastq, run.run)
-                else:
-                    if res.get("expected_reads") not in (None, spots):
-                        res.update(status="failed", reason=f"{spots} spots in the files but the metadata says "
-                                                           f"{res['expected_reads']}")
-                        sources.clear_run_dir(p.fastq, run.run)
-                    else:
-                        res.update(expected_reads=spots, verified=True, counted=True)
-                        log.write(f"download: read through {spots} spots (no md5 to check against)")
-            if res["status"] == "ok" and cfg.max_bp and (run.base_count is None or run.base_count > cfg.max_bp):
-                try:
-                    cap = subsample.cap_reads([sources.run_dir(p.fastq, run.run) / f for f in res["files"]],
-                                              cfg.max_bp)
-                except subsample.CapError as e:
-                    res.update(status="failed", reason=f"max_bp: {e}")
-                    sources.clear_run_dir(p.fastq, run.run)
-                else:
-                    if cap["capped"]:
-                        res.update(expected_reads=cap["spots"], capped_bases=cap["bases"])
-                        log.write(f"max_bp: kept the first {cap['spots']} spots ({cap['bases']} bases)")
+            res = sources.verify_and_cap(run, res, p.fastq, cfg.max_bp, log)
             with lock:
                 state["done"] += 1
             self._status(f"{cfg.species} batch {self.batch}: {run.run} {res['status']}")
