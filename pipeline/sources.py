@@ -31,7 +31,7 @@ def run_dir(fastq_dir, run: str) -> Path:
 
 def clear_run_dir(fastq_dir, run: str) -> int:
     """Remove everything in ``fastq/RUN/`` (finished and partial files); return bytes freed."""
-    d = run_dir(fastq_dir, run, log)
+    d = run_dir(fastq_dir, run)
     freed = remove_tree_files(d)
     if d.exists():
         d.rmdir()
