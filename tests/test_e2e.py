@@ -273,20 +273,28 @@ def test_refresh_adds_new_runs_and_keeps_started_batches(tmp_path, sim, kallisto
     assert list(tpm.columns) == ["target_id", "DRR000001", "DRR000002", "DRR000003", "DRR000004"]
 
 
-def test_private_local_files_are_quantified_and_never_deleted(tmp_path, sim, kallisto_bin):
-    """An integrate table (run, read1_path, read2_path): the user's own files survive the cleanup."""
+def _private_species(tmp_path, sim, cut=None):
+    """Copies of two simulated runs as the user's own files, listed in an integrate table with
+    relative paths; ``cut`` = (run, mate) is truncated to half its bytes."""
     src = sim["archive"] / "vol1" / "fastq" / "DRR000"
     own = tmp_path / "private"
     own.mkdir()
     for run in ("DRR000001", "DRR000002"):
         for m in (1, 2):
-            (own / f"{run}_{m}.fastq.gz").write_bytes((src / run / f"{run}_{m}.fastq.gz").read_bytes())
-    before = {p.name: p.read_bytes() for p in own.iterdir()}
+            data = (src / run / f"{run}_{m}.fastq.gz").read_bytes()
+            (own / f"{run}_{m}.fastq.gz").write_bytes(data[: len(data) // 2] if (run, m) == cut else data)
     table = tmp_path / "cfg" / "local.tsv"
     table.parent.mkdir(parents=True)
     table.write_text("run\tread1_path\tread2_path\n" + "".join(
         f"{r}\t../private/{r}_1.fastq.gz\t../private/{r}_2.fastq.gz\n" for r in ("DRR000001", "DRR000002")))
     write_species(tmp_path / "cfg", "Simulata_pairs", sim["paired"]["transcriptome"], table)
+    return own
+
+
+def test_private_local_files_are_quantified_and_never_deleted(tmp_path, sim, kallisto_bin):
+    """An integrate table (run, read1_path, read2_path): the user's own files survive the cleanup."""
+    own = _private_species(tmp_path, sim)
+    before = {p.name: p.read_bytes() for p in own.iterdir()}
     out = tmp_path / "out"
     r = run_luigi(tmp_path / "cfg", out)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -315,18 +323,7 @@ def test_layout_follows_the_files_and_a_mismatch_is_logged(tmp_path, sim, kallis
 
 def test_truncated_local_file_without_md5_is_a_named_failure(tmp_path, sim, kallisto_bin):
     """No md5 for private files: they are read through, so a cut gzip fails instead of being quantified."""
-    src = sim["archive"] / "vol1" / "fastq" / "DRR000"
-    own = tmp_path / "private"
-    own.mkdir()
-    for run in ("DRR000001", "DRR000002"):
-        for m in (1, 2):
-            data = (src / run / f"{run}_{m}.fastq.gz").read_bytes()
-            (own / f"{run}_{m}.fastq.gz").write_bytes(data[: len(data) // 2] if (run, m) == ("DRR000002", 2) else data)
-    table = tmp_path / "cfg" / "local.tsv"
-    table.parent.mkdir(parents=True)
-    table.write_text("run\tread1_path\tread2_path\n" + "".join(
-        f"{r}\t{own}/{r}_1.fastq.gz\t{own}/{r}_2.fastq.gz\n" for r in ("DRR000001", "DRR000002")))
-    write_species(tmp_path / "cfg", "Simulata_pairs", sim["paired"]["transcriptome"], table)
+    _private_species(tmp_path, sim, cut=("DRR000002", 2))
     r = run_luigi(tmp_path / "cfg", tmp_path / "out")
     assert r.returncode != 0
     sp = tmp_path / "out" / "Simulata_pairs"
