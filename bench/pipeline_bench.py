@@ -438,7 +438,8 @@ def scale_section(lg: Luigi, work: Path, data: Path, n_runs: int) -> dict:
 
 def merge_probe(work: Path, n_runs: int, n_tx: int, runs_at_scale: int) -> dict:
     """Species' merge (pipeline.merge.merge_species) at a realistic transcriptome width, in a child
-    process so its peak RSS is its own; then a linear extrapolation to ``runs_at_scale`` runs.
+    process so its peak RSS is its own; its time (not its memory, which the merge bounds by reading
+    ``pipeline.merge.BLOCK`` runs at a time) is extrapolated linearly to ``runs_at_scale`` runs.
     The scale test above uses 20 transcripts, where the merge's memory does not show."""
     root = fresh(work / "merge_probe")
     rng = __import__("random").Random(SEED)
@@ -465,7 +466,8 @@ def merge_probe(work: Path, n_runs: int, n_tx: int, runs_at_scale: int) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     grow_mib = (r["rss_kib"] - r["rss0_kib"]) / 1024
     k = runs_at_scale / n_runs
-    return {"runs": n_runs, "transcripts": n_tx, "seconds": r["seconds"], "rss_mib": r["rss_kib"] / 1024,
+    from pipeline.merge import BLOCK
+    return {"runs": n_runs, "transcripts": n_tx, "block": BLOCK, "seconds": r["seconds"], "rss_mib": r["rss_kib"] / 1024,
             "rss_growth_mib": grow_mib, "merged_bytes": merged_bytes, "scale_runs": runs_at_scale,
             "extrapolated_seconds": r["seconds"] * k, "extrapolated_rss_growth_gib": grow_mib * k / 1024,
             "extrapolated_merged_gb": merged_bytes * k / 1e9}
@@ -591,8 +593,8 @@ def report(res: dict) -> str:
         rows.append(("4", f"(d) merge alone, {mp['runs']} runs x {mp['transcripts']} transcripts",
                      f"{mp['seconds']:.2f} s, RSS +{mp['rss_growth_mib']:.0f} MiB", "", ""))
         rows.append(("4", f"    linear extrapolation to {mp['scale_runs']} runs",
-                     f"~{mp['extrapolated_seconds']:.0f} s, ~{mp['extrapolated_rss_growth_gib']:.1f} GiB RSS, "
-                     f"{mp['extrapolated_merged_gb']:.1f} GB of tables", "", ""))
+                     f"~{mp['extrapolated_seconds']:.0f} s, {mp['extrapolated_merged_gb']:.1f} GB of tables "
+                     f"(memory bounded by {mp.get('block', '?')}-run blocks)", "", ""))
     elif mp:
         _err(rows, "4", "merge probe", mp)
     out.append(fmt_table(rows))
@@ -694,7 +696,7 @@ def main(argv=None) -> int:
     reads = args.reads or (50_000 if args.quick else 500_000)
     n_tx = args.transcripts or (200 if args.quick else 2000)
     scale_runs = args.scale_runs or (1000 if args.quick else 10_000)
-    probe_runs = args.probe_runs if args.probe_runs is not None else (20 if args.quick else 200)
+    probe_runs = args.probe_runs if args.probe_runs is not None else (20 if args.quick else 600)
     probe_tx = 3000 if args.quick and args.probe_transcripts == 30_000 else args.probe_transcripts
     if runs < 2 or runs % 2:
         ap.error("--runs must be even and >= 2 (two runs per batch)")
