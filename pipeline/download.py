@@ -34,7 +34,9 @@ class DownloadError(Exception):
     """A file could not be obtained intact. The message names the URL and the reason."""
 
 
-class _Retryable(Exception):
+class Retryable(Exception):
+    """A transfer attempt failed in a way another attempt may not (``wait``: a server's hint)."""
+
     def __init__(self, reason: str, wait: Optional[float] = None):
         super().__init__(reason)
         self.wait = wait
@@ -109,7 +111,7 @@ def _verify(part: Path, rf: RemoteFile, url: str, digest: Optional[str]) -> None
 
 
 def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, progress) -> Optional[str]:
-    """One transfer attempt into ``part``, resuming from its current size. Raises _Retryable.
+    """One transfer attempt into ``part``, resuming from its current size. Raises Retryable.
 
     Returns the md5 of the whole ``part`` when it was computed on the way (the blocks are hashed as
     they arrive, after the bytes already on disk), else None and the caller hashes the file.
@@ -129,13 +131,13 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:
             part.unlink()  # our partial file is longer than the server's: start over
-            raise _Retryable(f"HTTP 416 on resume from byte {have}; restarting", wait=0)
+            raise Retryable(f"HTTP 416 on resume from byte {have}; restarting", wait=0)
         if e.code in (408, 425, 429, 500, 502, 503, 504):
-            raise _Retryable(f"HTTP {e.code}", wait=_retry_after(e.headers.get("Retry-After")))
+            raise Retryable(f"HTTP {e.code}", wait=_retry_after(e.headers.get("Retry-After")))
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
-        raise _Retryable(f"connection failed: {reason}")
+        raise Retryable(f"connection failed: {reason}")
     with resp:
         mode = "ab"
         h = hashlib.md5() if rf.md5 else None
@@ -144,25 +146,17 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
                 cr = _parse_content_range(resp.headers.get("Content-Range"))
                 if not cr or cr[0] != have or (rf.bytes is not None and cr[2] not in (None, rf.bytes)):
                     part.unlink()
-                    raise _Retryable(f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
-                                     f"not starting at byte {have}; restarting", wait=0)
+                    raise Retryable(f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
+                                    f"not starting at byte {have}; restarting", wait=0)
             else:  # 200: the server sent the whole file, start over
                 mode, have = "wb", 0
+        elif resp.status != 200:
+            raise Retryable(f"unexpected HTTP {resp.status}")
         if h is not None and have:
             md5_file(part, h)  # the bytes already on disk, then the new ones as they come
-        elif resp.status != 200:
-            raise _Retryable(f"unexpected HTTP {resp.status}")
         with open(part, mode) as out:
             done = have
-            while True:
-                try:
-                    block = resp.read1(CHUNK)  # what has arrived, so the .part grows as data comes
-                except socket.timeout:
-                    raise _Retryable(f"stalled: no data for {policy.stall_seconds:g} s at byte {done}")
-                except (OSError, http.client.HTTPException) as e:
-                    raise _Retryable(f"connection dropped at byte {done}: {e!r}")
-                if not block:
-                    break
+            for block in read_blocks(resp, policy, have):
                 out.write(block)
                 if h is not None:
                     h.update(block)
@@ -172,8 +166,25 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
                 if progress:
                     progress(len(block))
         if rf.bytes is not None and done < rf.bytes:
-            raise _Retryable(f"short read: {done} of {rf.bytes} bytes")
+            raise Retryable(f"short read: {done} of {rf.bytes} bytes")
     return h.hexdigest() if h is not None else None
+
+
+def read_blocks(resp, policy: RetryPolicy, at: int = 0):
+    """Yield a response body's blocks as they arrive (so a ``.part`` grows as data comes). A
+    silence of ``policy.stall_seconds`` or a dropped connection raises Retryable naming the byte."""
+    done = at
+    while True:
+        try:
+            block = resp.read1(CHUNK)
+        except socket.timeout:
+            raise Retryable(f"stalled: no data for {policy.stall_seconds:g} s at byte {done}")
+        except (OSError, http.client.HTTPException) as e:
+            raise Retryable(f"connection dropped at byte {done}: {e!r}")
+        if not block:
+            return
+        done += len(block)
+        yield block
 
 
 def _fetch_local(path: Path, part: Path) -> None:
@@ -233,7 +244,7 @@ def fetch(rf: RemoteFile, dest: Path, mirrors: Optional[dict] = None, policy: Op
             size = dest.stat().st_size
             log.write(f"{dest.name}: ok, {size} bytes from {url} (attempt {attempt})")
             return {"path": str(dest), "bytes": size, "attempts": attempt, "url": url}
-        except _Retryable as r:
+        except Retryable as r:
             if attempt >= policy.attempts:
                 log.write(f"{dest.name}: attempt {attempt}: {r}; giving up")
                 raise DownloadError(f"{url}: failed after {attempt} attempts; last: {r}") from None

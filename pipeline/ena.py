@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -21,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .download import USER_AGENT, RetryPolicy, _retry_after
+from .download import USER_AGENT, Retryable, RetryPolicy, _retry_after, read_blocks
 from .runlog import RunLog
 
 DEFAULT_BASE_URL = "https://www.ebi.ac.uk/ena/portal/api"
@@ -53,7 +52,6 @@ FIELDS = [
 #: Statuses worth another attempt (the server is busy or briefly broken).
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
-CHUNK = 1 << 16
 SNIPPET = 300  # characters of an error body quoted in messages
 _FIELD_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -62,10 +60,6 @@ class EnaError(Exception):
     """The ENA portal API could not give a usable run table. The message names the URL and why."""
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str, wait: Optional[float] = None):
-        super().__init__(reason)
-        self.wait = wait
 
 
 def search_url(query: str, base_url: str = DEFAULT_BASE_URL, fields: Sequence[str] = FIELDS,
@@ -126,7 +120,7 @@ def _check_table(path: Path, url: str, query: str) -> int:
 
 
 def _attempt(url: str, part: Path, policy: RetryPolicy, query: str) -> None:
-    """One request, body streamed into ``part``. Raises _Retryable or EnaError."""
+    """One request, body streamed into ``part``. Raises Retryable or EnaError."""
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                                                "Accept": "text/plain, text/tab-separated-values, */*"})
     try:
@@ -137,10 +131,10 @@ def _attempt(url: str, part: Path, policy: RetryPolicy, query: str) -> None:
         except (OSError, http.client.HTTPException):
             body = b""
         if e.code in RETRY_STATUSES:
-            raise _Retryable(f"HTTP {e.code}", wait=_retry_after(e.headers.get("Retry-After")))
+            raise Retryable(f"HTTP {e.code}", wait=_retry_after(e.headers.get("Retry-After")))
         raise EnaError(f"{url}: HTTP {e.code} {e.reason}: {_snippet(body) or '(empty body)'}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise _Retryable(f"connection failed: {getattr(e, 'reason', e)}")
+        raise Retryable(f"connection failed: {getattr(e, 'reason', e)}")
     with resp:
         if resp.status == 204:
             raise EnaError(f"ENA returned no runs for query {query!r} ({url}): check the taxon id / query")
@@ -149,19 +143,11 @@ def _attempt(url: str, part: Path, policy: RetryPolicy, query: str) -> None:
         expected = resp.headers.get("Content-Length")
         got = 0
         with open(part, "wb") as out:
-            while True:
-                try:
-                    block = resp.read(CHUNK)
-                except socket.timeout:
-                    raise _Retryable(f"stalled: no data for {policy.stall_seconds:g} s")
-                except (OSError, http.client.HTTPException) as e:
-                    raise _Retryable(f"connection dropped while reading the answer: {e!r}")
-                if not block:
-                    break
+            for block in read_blocks(resp, policy):
                 out.write(block)
                 got += len(block)
         if expected and expected.strip().isdigit() and got < int(expected):
-            raise _Retryable(f"short read: {got} of {int(expected)} bytes")
+            raise Retryable(f"short read: {got} of {int(expected)} bytes")
 
 
 def fetch_search(query: str, dest, base_url: str = DEFAULT_BASE_URL, policy: Optional[RetryPolicy] = None,
@@ -199,7 +185,7 @@ def fetch_search(query: str, dest, base_url: str = DEFAULT_BASE_URL, policy: Opt
                 _attempt(url, part, policy, query)
                 runs = _check_table(part, url, query)
                 break
-            except _Retryable as r:
+            except Retryable as r:
                 if attempt >= policy.attempts:
                     log.write(f"ENA search: attempt {attempt}: {r}; giving up")
                     raise EnaError(f"{url}: failed after {attempt} attempts; last: {r}") from None

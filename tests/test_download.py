@@ -203,3 +203,14 @@ def test_mirrors_longest_prefix_wins():
     assert apply_mirrors("https://ftp.sra.ebi.ac.uk/vol1/fastq/x", m) == "http://b/x"
     assert apply_mirrors("https://ftp.sra.ebi.ac.uk/vol1/srr/x", m) == "http://a/vol1/srr/x"
     assert apply_mirrors("https://elsewhere/x", m) == "https://elsewhere/x"
+
+
+def test_resume_without_md5_uses_range(archive, tmp_path):
+    """Files the metadata gives no md5 for (e.g. a .sra from AWS) still resume from their .part."""
+    server, data, _ = archive
+    server.set_fault("/R_1.fastq.gz", drop_after=100_000, times=1)
+    dest = tmp_path / "R_1.fastq.gz"
+    fetch(_rf(server, None), dest, policy=FAST)
+    _ok(dest, data)
+    gets = _gets(server)
+    assert [g["range"] for g in gets] == [None, "bytes=100000-"] and gets[1]["status"] == 206
