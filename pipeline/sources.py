@@ -11,7 +11,6 @@ is tried. The layout used later is decided from the files obtained, not from the
 """
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -38,24 +37,20 @@ def clear_run_dir(fastq_dir, run: str) -> int:
     return freed
 
 
-def _fetch_ena(run: Run, out: Path, mirrors, policy, log, slots, progress) -> dict:
+def _fetch_ena(run: Run, out: Path, mirrors, policy, log, progress) -> dict:
     if not run.files:
         raise DownloadError("no FASTQ files listed in the metadata")
     names, total = [], 0
     for i, rf in enumerate(run.files, 1):
         name = safe_name(rf.name, f"{run.run}_{i}.fastq.gz")
-        if slots:
-            with slots:
-                info = fetch(rf, out / name, mirrors, policy, log, progress)
-        else:
-            info = fetch(rf, out / name, mirrors, policy, log, progress)
+        info = fetch(rf, out / name, mirrors, policy, log, progress)
         names.append(name)
         total += info["bytes"]
     return {"files": names, "bytes": total, "expected_reads": run.read_count,
             "verified": all(f.md5 for f in run.files)}
 
 
-def _fetch_sra(run: Run, out: Path, mirrors, policy, log, slots, progress, threads: int) -> dict:
+def _fetch_sra(run: Run, out: Path, mirrors, policy, log, progress, threads: int) -> dict:
     if not run.sra_urls:
         raise DownloadError("no .sra URL known for this run")
     reasons = []
@@ -66,11 +61,7 @@ def _fetch_sra(run: Run, out: Path, mirrors, policy, log, slots, progress, threa
                         bytes=run.sra_bytes if first_with_md5 else None)
         dest = out / rf.name
         try:
-            if slots:
-                with slots:
-                    info = fetch(rf, dest, mirrors, policy, log, progress)
-            else:
-                info = fetch(rf, dest, mirrors, policy, log, progress)
+            info = fetch(rf, dest, mirrors, policy, log, progress)
             sra.check_sra_file(dest)
             paths = sra.sra_to_fastq(dest, out, run.run, threads=threads, log=log)
         except (DownloadError, sra.SraError) as e:
@@ -93,11 +84,11 @@ def _fetch_sra(run: Run, out: Path, mirrors, policy, log, slots, progress, threa
 
 
 def obtain_run(run: Run, fastq_dir, mirrors: dict, policy: RetryPolicy, log: RunLog,
-               sources=SOURCES, slots: Optional[threading.Semaphore] = None, progress=None,
-               threads: int = 1) -> dict:
+               sources=SOURCES, progress=None, threads: int = 1) -> dict:
     """Get one run's FASTQ files into ``fastq_dir/RUN/`` from the first source that works.
 
-    Never raises for the run's own failure. Returns {"run", "status": "ok"|"failed", "source",
+    A run's files are fetched one after another, so ``download.parallel`` runs at once (the
+    caller's pool) means at most that many transfers. Never raises for the run's own failure. Returns {"run", "status": "ok"|"failed", "source",
     "files" (names in that folder), "bytes", "expected_reads", "verified", "seconds", "reason"}.
     """
     t0 = time.monotonic()
@@ -108,9 +99,9 @@ def obtain_run(run: Run, fastq_dir, mirrors: dict, policy: RetryPolicy, log: Run
     for source in sources:
         try:
             if source == "ena":
-                got = _fetch_ena(run, out, mirrors, policy, log, slots, progress)
+                got = _fetch_ena(run, out, mirrors, policy, log, progress)
             elif source == "sra":
-                got = _fetch_sra(run, out, mirrors, policy, log, slots, progress, threads)
+                got = _fetch_sra(run, out, mirrors, policy, log, progress, threads)
             else:
                 raise DownloadError(f"unknown source {source!r}")
         except DownloadError as e:

@@ -200,7 +200,6 @@ class BatchDownload(BatchTask):
         runs = self.runs()
         need, free_at_start = self._wait_for_space(runs)
         policy = pipeline().retry_policy(cfg.stall_seconds)
-        slots = threading.Semaphore(cfg.download_parallel)
         lock = threading.Lock()
         state = {"done": 0, "bytes": 0, "last": 0.0}
         expected = batches.batch_bytes(runs)[0] or 1
@@ -221,7 +220,7 @@ class BatchDownload(BatchTask):
                         "reason": "already quantified"}
             log = RunLog(p.run_log(run.run))
             log.write(f"download: batch {self.batch}, sources {', '.join(cfg.sources)}")
-            res = sources.obtain_run(run, p.fastq, cfg.mirrors, policy, log, cfg.sources, slots, progress,
+            res = sources.obtain_run(run, p.fastq, cfg.mirrors, policy, log, cfg.sources, progress,
                                      threads=cfg.threads)
             res = sources.verify_and_cap(run, res, p.fastq, cfg.max_bp, log)
             with lock:

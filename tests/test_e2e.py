@@ -143,8 +143,7 @@ def test_truncated_read_count_mismatch_fails(tmp_path, sim, kallisto_bin):
     mfile = tmp_path / "meta.tsv"
     meta.to_csv(mfile, sep="\t", index=False)
     with FileServer(sim["archive"]) as server:
-        write_species(tmp_path / "cfg", "Simulata_pairs", sim["paired"]["transcriptome"], mfile,
-                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
+        _species(tmp_path, sim, server, metadata={"file": str(mfile)})
         r = run_luigi(tmp_path / "cfg", tmp_path / "out")
     assert r.returncode != 0
     failed = pd.read_csv(tmp_path / "out" / "Simulata_pairs" / "work" / "metadata" / "failed_runs.tsv", sep="\t")
@@ -311,8 +310,7 @@ def test_layout_follows_the_files_and_a_mismatch_is_logged(tmp_path, sim, kallis
     mfile = tmp_path / "meta.tsv"
     meta.to_csv(mfile, sep="\t", index=False)
     with FileServer(sim["archive"]) as server:
-        write_species(tmp_path / "cfg", "Simulata_single", sim["single"]["transcriptome"], mfile,
-                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
+        _species(tmp_path, sim, server, "Simulata_single", metadata={"file": str(mfile)})
         r = run_luigi(tmp_path / "cfg", tmp_path / "out")
     assert r.returncode == 0, r.stderr[-3000:]
     sp = tmp_path / "out" / "Simulata_single"
