@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import quant, sra, subsample
+from . import sra, subsample
 from .download import DownloadError, RetryPolicy, fetch, safe_name
 from .model import RemoteFile, Run
 from .runlog import RunLog
@@ -118,31 +118,26 @@ def obtain_run(run: Run, fastq_dir, mirrors: dict, policy: RetryPolicy, log: Run
     return result
 
 
-def verify_and_cap(run: Run, res: dict, fastq_dir, max_bp: Optional[int], log: RunLog) -> dict:
-    """After a run's files are obtained: read through files no md5 vouches for (a truncated gzip or
-    mates that disagree fail the run here, overlapping the previous batch's kallisto), then apply
-    ``download.max_bp``. A run that fails loses its files. Returns ``res`` updated."""
-    if res["status"] != "ok":
+def apply_max_bp(run: Run, res: dict, fastq_dir, max_bp: Optional[int], log: RunLog) -> dict:
+    """``download.max_bp``: keep only the first spots of a run bigger than the cap. Reading the
+    files for it also verifies them (a truncated gzip or mates that disagree fail the run here);
+    the cap's own output is written by us. Files no md5 vouches for and that are not capped are
+    read through later, while kallisto runs (:func:`pipeline.quant.quantify_run`).
+    A run that fails loses its files. Returns ``res`` updated."""
+    if res["status"] != "ok" or not max_bp or (run.base_count is not None and run.base_count <= max_bp):
         return res
     paths = [run_dir(fastq_dir, run.run) / f for f in res["files"]]
-    if not res.get("verified"):
-        try:
-            spots = quant.count_checked(paths)
-        except quant.QuantError as e:
-            return _failed(res, str(e), fastq_dir, run, log)
-        if res.get("expected_reads") not in (None, spots):
-            return _failed(res, f"{spots} spots in the files but the metadata says {res['expected_reads']}",
-                           fastq_dir, run, log)
-        res.update(expected_reads=spots, verified=True, counted=True)
-        log.write(f"download: read through {spots} spots (no md5 to check against)")
-    if max_bp and (run.base_count is None or run.base_count > max_bp):
-        try:
-            cap = subsample.cap_reads(paths, max_bp)
-        except subsample.CapError as e:
-            return _failed(res, f"max_bp: {e}", fastq_dir, run, log)
-        if cap["capped"]:
-            res.update(expected_reads=cap["spots"], capped_bases=cap["bases"])
-            log.write(f"max_bp: kept the first {cap['spots']} spots ({cap['bases']} bases)")
+    try:
+        cap = subsample.cap_reads(paths, max_bp)
+    except subsample.CapError as e:
+        return _failed(res, f"max_bp: {e}", fastq_dir, run, log)
+    if not cap["capped"] and res.get("expected_reads") not in (None, cap["spots"]):
+        return _failed(res, f"{cap['spots']} spots in the files but the metadata says {res['expected_reads']}",
+                       fastq_dir, run, log)
+    res.update(expected_reads=cap["spots"], verified=True)
+    if cap["capped"]:
+        res["capped_bases"] = cap["bases"]
+        log.write(f"max_bp: kept the first {cap['spots']} spots ({cap['bases']} bases)")
     return res
 
 

@@ -222,7 +222,7 @@ class BatchDownload(BatchTask):
             log.write(f"download: batch {self.batch}, sources {', '.join(cfg.sources)}")
             res = sources.obtain_run(run, p.fastq, cfg.mirrors, policy, log, cfg.sources, progress,
                                      threads=cfg.threads)
-            res = sources.verify_and_cap(run, res, p.fastq, cfg.max_bp, log)
+            res = sources.apply_max_bp(run, res, p.fastq, cfg.max_bp, log)
             with lock:
                 state["done"] += 1
             self._status(f"{cfg.species} batch {self.batch}: {run.run} {res['status']}")
