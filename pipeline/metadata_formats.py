@@ -39,8 +39,6 @@ from typing import Iterable, Optional
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-import pandas as pd
-
 from .model import PAIRED, SINGLE, InputError, RemoteFile, Run
 
 # Warnings go to the logger they used before this module was split out of pipeline.metadata.
@@ -72,22 +70,16 @@ _MATE_RE = re.compile(
 # --------------------------------------------------------------------------------------------
 
 
-def _missing(value) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, str):  # NaN from pandas, should not happen with dtype=str
-        try:
-            return bool(pd.isna(value))
-        except (TypeError, ValueError):
-            return False
-    return value.strip().lower() in MISSING_VALUES
+def _missing(value: Optional[str]) -> bool:
+    """True for None (absent column) and for cells in :data:`MISSING_VALUES`."""
+    return value is None or value.strip().lower() in MISSING_VALUES
 
 
-def _clean(value) -> Optional[str]:
+def _clean(value: Optional[str]) -> Optional[str]:
     """The stripped string, or None when the cell is missing."""
     if _missing(value):
         return None
-    return str(value).strip()
+    return value.strip()
 
 
 def normalise_url(u: str) -> str:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from pipeline.metadata import (
     load_runs,
     normalise_url,
     pick_mates,
+    read_table,
     write_runs_tsv,
     write_skipped_tsv,
 )
@@ -360,6 +364,81 @@ def test_detect_format_columns():
     assert detect_format(["run", "read1_path", "lib_layout"]) == "integrate"
     assert detect_format(["run", "lib_layout"]) == "amalgkit"
     assert detect_format(["Run", "LibraryLayout"]) == "runinfo"
+
+
+# --------------------------------------------------------------------------------------------
+# Table reading (stdlib csv)
+# --------------------------------------------------------------------------------------------
+
+
+def test_importing_metadata_does_not_import_pandas():
+    code = "import sys, pipeline.metadata; print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_read_table_plain_strings(tmp_path):
+    p = write(tmp_path, "t.csv", [["\ufeff run_accession ", "x", ""], ["SRR1", " a ", "NA"]], sep=",")
+    columns, rows, fmt = read_table(p)
+    assert columns == ["run_accession", "x", "Unnamed: 2"] and fmt == "ena"
+    assert rows == [{"run_accession": "SRR1", "x": " a ", "Unnamed: 2": "NA"}]  # cells as written
+
+
+def test_row_with_too_many_fields_names_file_and_line(tmp_path):
+    p = ena_table(tmp_path, [ena_row("SRR1"), [], ena_row("SRR2") + ["extra"]])
+    with pytest.raises(InputError) as e:
+        load_runs(p)
+    msg = str(e.value)
+    assert str(p) in msg and "line 4" in msg and "10 fields" in msg and "header has 9" in msg, msg
+    # blank trailing cells (a separator at the end of each row) carry nothing and are dropped
+    p = ena_table(tmp_path, [ena_row("SRR1") + [""], ena_row("SRR2") + ["", " "]], name="trail.tsv")
+    assert [r.run for r in load_runs(p)[0]] == ["SRR1", "SRR2"]
+
+
+def test_duplicate_column_names_file_and_column(tmp_path):
+    p = write(tmp_path, "dup.csv", [["run_accession", "read_count", "read_count "], ["SRR1", "1", "2"]],
+              sep=",")
+    with pytest.raises(InputError) as e:
+        load_runs(p)
+    assert str(p) in str(e.value) and "'read_count'" in str(e.value) and "more than once" in str(e.value)
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_quoted_field_holding_the_separator(tmp_path, sep):
+    p = tmp_path / "q.txt"
+    p.write_text(sep.join(["run_accession", "sample_title", "read_count"]) + "\n"
+                 + sep.join(["SRR1", f'"liver{sep} ""day 2""\nrep 1"', "7"]) + "\n"
+                 + sep.join(["SRR2", "plain", "8"]) + "\n")
+    _, rows, _ = read_table(p)
+    assert rows[0]["sample_title"] == f'liver{sep} "day 2"\nrep 1' and rows[0]["read_count"] == "7"
+    assert [r.read_count for r in load_runs(p)[0]] == [7, 8]
+
+
+def test_unclosed_quote_names_its_line(tmp_path):
+    p = ena_table(tmp_path, [ena_row("SRR1"), ['SRR2', '"PAIRED'] + ena_row("SRR2")[2:], ena_row("SRR3")])
+    with pytest.raises(InputError) as e:
+        read_table(p)
+    assert str(p) in str(e.value) and "line 3" in str(e.value) and "never closed" in str(e.value)
+
+
+def test_short_row_padded(tmp_path):
+    p = ena_table(tmp_path, [["SRR1", "PAIRED"], ena_row("SRR2")])
+    _, rows, _ = read_table(p)
+    assert rows[0] == {c: "" for c in ENA_HEADER} | {"run_accession": "SRR1", "library_layout": "PAIRED"}
+    runs, skipped = load_runs(p)
+    assert runs[0].layout == PAIRED and runs[0].files == [] and runs[0].read_count is None
+
+
+def test_gzip_table(tmp_path):
+    plain = ena_table(tmp_path, [ena_row("SRR1"), ena_row("SRR2")])
+    gz = tmp_path / "ena.tsv.gz"
+    gz.write_bytes(gzip.compress(b"\xef\xbb\xbf" + plain.read_bytes()))  # with a BOM too
+    assert read_table(gz) == read_table(plain)
+    assert load_runs(gz) == load_runs(plain)
+    bad = tmp_path / "bad.tsv.gz"
+    bad.write_bytes(gzip.compress(plain.read_bytes())[:40])
+    with pytest.raises(InputError, match="bad.tsv.gz"):
+        read_table(bad)
 
 
 # --------------------------------------------------------------------------------------------
