@@ -3,14 +3,19 @@
 Runs are read a block at a time: each block's columns go to a temporary file per measure beside
 the output, and the blocks are then pasted line by line into the final table. Memory is bounded by
 the block (``block`` runs x transcripts x 3 measures), not by the number of runs.
+
+Plain Python, no pandas (importing it costs most of a second per Luigi process): kallisto's values
+are passed through as the text it wrote, never parsed as floats and formatted again.
 """
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import os
 from contextlib import ExitStack
+from itertools import repeat
 from pathlib import Path
-
-import pandas as pd
 
 from . import kallisto
 from .util import atomic_write_text
@@ -18,23 +23,97 @@ from .util import atomic_write_text
 MEASURES = ("est_counts", "tpm", "eff_length")
 QC_COLUMNS = ["run", "layout", "n_processed", "n_pseudoaligned", "p_pseudoaligned"]
 BLOCK = 200
+# A block's values are held as one "\n"-joined string per run, measure and ROWS rows (a few bytes
+# per value rather than a ~55-byte str object each) and split again ROWS rows at a time to write.
+ROWS = 1024
+_NOT_TAB_OR_NEWLINE = bytes(sorted(set(range(256)) - {ord("\t"), ord("\n")}))
 
 
-def _write_tsv(df: pd.DataFrame, path: Path) -> None:
-    atomic_write_text(path, df.to_csv(sep="\t", index=False))
+def read_abundance(path) -> tuple[list[str], dict[str, list[str]]]:
+    """The target_id list and the MEASURES columns of a kallisto ``abundance.tsv``, as text.
+
+    Columns are found by their header names; "\r\n" line ends and a missing final newline are
+    fine. A missing column or a line whose field count differs from the header's raises ValueError
+    naming the file.
+    """
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if b"\r" in data:  # line ends as text mode would read them
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    start, end = (3 if data.startswith(codecs.BOM_UTF8) else 0), len(data)
+    while end > start and data[end - 1] == 10:  # trailing newlines (found, so the body is copied once)
+        end -= 1
+    eol = data.find(b"\n", start, end)
+    header, body = (data[start:end], b"") if eol < 0 else (data[start:eol], data[eol + 1:end])
+    del data
+    try:
+        names = header.decode("utf-8").split("\t")
+        missing = [c for c in ("target_id", *MEASURES) if c not in names]
+        if missing:
+            shown = "\t".join(names)[:200]
+            raise ValueError(f"no {', '.join(missing)} column in its header {shown!r}")
+        width = len(names)
+        if body:  # every line has width - 1 tabs: compare its tabs and newlines with that skeleton
+            tabs = b"\t" * (width - 1)
+            if body.translate(None, _NOT_TAB_OR_NEWLINE) != (tabs + b"\n") * body.count(b"\n") + tabs:
+                counts = map(bytes.count, body.split(b"\n"), repeat(b"\t"))
+                n, k = next((n, k) for n, k in enumerate(counts, 2) if k != width - 1)
+                raise ValueError(f"line {n} has {k + 1} fields, its header has {width}")
+        fields = body.decode("utf-8").replace("\n", "\t").split("\t") if body else []
+    except ValueError as e:  # UnicodeDecodeError included
+        raise ValueError(f"{path}: malformed abundance.tsv: {e}") from None
+    del body
+    return (fields[names.index("target_id")::width],
+            {m: fields[names.index(m)::width] for m in MEASURES})
+
+
+def _pack(values: list[str]) -> list[str]:
+    """``values`` as "\n"-joined strings of ROWS values each."""
+    return ["\n".join(values[i:i + ROWS]) for i in range(0, len(values), ROWS)]
+
+
+def _write_part(path: Path, header: list[str], n_rows: int, target_ids: list[str] | None,
+                packed: list[list[str]]) -> None:
+    """Write a header line, then ``n_rows`` rows: the target_id (when given) and one value per run."""
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write("\t".join(header) + "\n")
+        for k in range(0, -(-n_rows // ROWS)):
+            columns = [col[k].split("\n") for col in packed]
+            if target_ids is not None:
+                columns.insert(0, target_ids[k * ROWS:(k + 1) * ROWS])
+            out.write("\n".join(map("\t".join, zip(*columns))))
+            out.write("\n")
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _paste(parts: list[Path], dest: Path) -> None:
     """Join the lines of ``parts`` side by side with tabs into ``dest`` (temp name, then rename)."""
     tmp = dest.with_name(f".{dest.name}.tmp")
-    with ExitStack() as stack:
-        ins = [stack.enter_context(open(p)) for p in parts]
-        with open(tmp, "w") as out:
-            for lines in zip(*ins):
-                out.write("\t".join(line.rstrip("\n") for line in lines) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-    os.replace(tmp, dest)
+    try:
+        with ExitStack() as stack:
+            ins = [stack.enter_context(open(p, encoding="utf-8", newline="")) for p in parts]
+            with open(tmp, "w", encoding="utf-8", newline="") as out:
+                for lines in zip(*ins):
+                    out.write("\t".join([line.rstrip("\n") for line in lines]) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _qc_text(rows: list[dict]) -> str:
+    """The QC table: QC_COLUMNS then further keys in first-seen order; ``str`` of each value, None
+    or a missing key as an empty cell; quoted as pandas' to_csv would (csv.QUOTE_MINIMAL)."""
+    columns = dict.fromkeys(QC_COLUMNS)
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(["" if row.get(c) is None else str(row[c]) for c in columns] for row in rows)
+    return buf.getvalue()
 
 
 def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra: dict | None = None,
@@ -52,29 +131,33 @@ def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra
     try:
         for start in range(0, max(len(present), 1), block):
             chunk = present[start:start + block]
-            cols = {m: [] for m in MEASURES}
+            packed = {m: [] for m in MEASURES}
             for run in chunk:
                 f = quant_dir / run / "abundance.tsv"
-                ab = pd.read_csv(f, sep="\t", dtype={"target_id": str}, usecols=["target_id", *MEASURES])
+                ids, cols = read_abundance(f)
                 if target_ids is None:
-                    target_ids = ab["target_id"]
-                elif not ab["target_id"].equals(target_ids):
+                    target_ids = ids
+                elif ids != target_ids:
                     raise ValueError(f"{f}: target_id list differs from the other runs of {species}; "
                                      "were they quantified against different indexes?")
                 for m in MEASURES:
-                    cols[m].append(ab[m].rename(run))
+                    packed[m].append(_pack(cols[m]))
+                del ids, cols
                 info = kallisto.read_run_info(quant_dir / run)
                 extra = (qc_extra or {}).get(run, {})
                 qc_rows.append({"run": run, "layout": extra.get("layout", ""),
                                 "n_processed": info.get("n_processed"), "n_pseudoaligned": info.get("n_pseudoaligned"),
                                 "p_pseudoaligned": info.get("p_pseudoaligned"),
                                 **{k: v for k, v in extra.items() if k != "layout"}})
-            ids = target_ids if target_ids is not None else pd.Series([], dtype=str)
+            ids = target_ids if target_ids is not None else []
             for m in MEASURES:
-                first = [ids.rename("target_id")] if start == 0 else []
                 part = merged_dir / f".{species}_{m}.part{start // block:05d}"
-                _write_tsv(pd.concat(first + cols[m], axis=1), part)
-                parts[m].append(part)
+                parts[m].append(part)  # listed before it is written, so `finally` removes a partial one
+                if start == 0:
+                    _write_part(part, ["target_id", *chunk], len(ids), ids, packed[m])
+                else:
+                    _write_part(part, chunk, len(ids), None, packed[m])
+                packed[m] = None
         written = {}
         for m in MEASURES:
             dest = merged_dir / f"{species}_{m}.tsv"
@@ -87,10 +170,7 @@ def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra
         for m in MEASURES:
             for part in parts[m]:
                 part.unlink(missing_ok=True)
-    qc = pd.DataFrame(qc_rows)
-    if qc.empty:
-        qc = pd.DataFrame(columns=QC_COLUMNS)
     path = merged_dir / f"{species}_qc.tsv"
-    _write_tsv(qc, path)
+    atomic_write_text(path, _qc_text(qc_rows))
     written["qc"] = str(path)
     return {"runs": present, "files": written}
