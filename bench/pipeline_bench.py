@@ -257,7 +257,10 @@ def prefetch_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, s
     out = root / "out"
     write_species_yaml(root / "config", SPECIES, ds["transcriptome"], ds["metadata"],
                        batch={"size": 100, "max_bytes": max_bytes, "prefetch": prefetch},
-                       download={"parallel": 1, "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+                       # the simulated archive has FASTQ only; with the .sra route among the sources each
+                       # batch would also keep room for one conversion (batches.sra_room)
+                       download={"parallel": 1, "sources": ["ena"],
+                                 "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
                        quant={"threads": 1}, disk={"min_free": 0})
     seed_index(out, SPECIES, index, ds["transcriptome"], index_s)
     server.clear_requests()
@@ -310,7 +313,8 @@ def local_pipeline_run(lg: Luigi, work: Path, ds: dict, index: Path, index_s: fl
     root = fresh(work / name)
     out = root / "out"
     write_species_yaml(root / "config", SPECIES, ds["transcriptome"], table,
-                       batch={"size": 2, "prefetch": 1}, download={"parallel": 1, "mirrors": mirrors or {}},
+                       batch={"size": 2, "prefetch": 1},
+                       download={"parallel": 1, "sources": ["ena"], "mirrors": mirrors or {}},
                        quant={"threads": 1}, disk={"min_free": 0})
     seed_index(out, SPECIES, index, ds["transcriptome"], index_s)
     res = lg.check(lg.run(name, ["MultiSpecies", "--config-dir", root / "config", "--output-dir", out,

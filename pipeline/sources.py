@@ -50,9 +50,21 @@ def _fetch_ena(run: Run, out: Path, mirrors, policy, log, progress) -> dict:
             "verified": all(f.md5 for f in run.files)}
 
 
-def _fetch_sra(run: Run, out: Path, mirrors, policy, log, progress, threads: int) -> dict:
+def _fetch_sra(run: Run, out: Path, mirrors, policy, log, progress, threads: int, lock=None) -> dict:
     if not run.sra_urls:
         raise DownloadError("no .sra URL known for this run")
+    if lock is None:
+        return _fetch_sra_unlocked(run, out, mirrors, policy, log, progress, threads)
+    if not lock.acquire(blocking=False):
+        log.write("sra: waiting while another run of this batch fetches and converts its .sra (one at a time)")
+        lock.acquire()
+    try:
+        return _fetch_sra_unlocked(run, out, mirrors, policy, log, progress, threads)
+    finally:
+        lock.release()
+
+
+def _fetch_sra_unlocked(run: Run, out: Path, mirrors, policy, log, progress, threads: int) -> dict:
     reasons = []
     for i, url in enumerate(run.sra_urls):
         # ENA's sra_ftp comes first and is the only one the metadata gives a size and md5 for
@@ -84,11 +96,14 @@ def _fetch_sra(run: Run, out: Path, mirrors, policy, log, progress, threads: int
 
 
 def obtain_run(run: Run, fastq_dir, mirrors: dict, policy: RetryPolicy, log: RunLog,
-               sources=SOURCES, progress=None, threads: int = 1) -> dict:
+               sources=SOURCES, progress=None, threads: int = 1, sra_lock=None) -> dict:
     """Get one run's FASTQ files into ``fastq_dir/RUN/`` from the first source that works.
 
     A run's files are fetched one after another, so ``download.parallel`` runs at once (the
-    caller's pool) means at most that many transfers. Never raises for the run's own failure. Returns {"run", "status": "ok"|"failed", "source",
+    caller's pool) means at most that many transfers. ``sra_lock``, shared by the runs of one
+    batch, makes their ``.sra`` routes (download and conversion) take turns, so the batch holds at
+    most one conversion's excess (see :func:`pipeline.batches.sra_room`).
+    Never raises for the run's own failure. Returns {"run", "status": "ok"|"failed", "source",
     "files" (names in that folder), "bytes", "expected_reads", "verified", "seconds", "reason"}.
     """
     t0 = time.monotonic()
@@ -101,7 +116,7 @@ def obtain_run(run: Run, fastq_dir, mirrors: dict, policy: RetryPolicy, log: Run
             if source == "ena":
                 got = _fetch_ena(run, out, mirrors, policy, log, progress)
             elif source == "sra":
-                got = _fetch_sra(run, out, mirrors, policy, log, progress, threads)
+                got = _fetch_sra(run, out, mirrors, policy, log, progress, threads, sra_lock)
             else:
                 raise DownloadError(f"unknown source {source!r}")
         except DownloadError as e:

@@ -112,15 +112,17 @@ class SplitMetadata(SpeciesTask):
         metadata.write_runs_tsv(runs, p.metadata / "runs.tsv")
         metadata.write_skipped_tsv(skipped, p.metadata / "skipped.tsv")
         kept = self._started_batches()
-        groups = batches.extend_plan(kept, runs, cfg.batch_size, cfg.max_bytes)
+        sra_route = "sra" in cfg.sources
+        groups = batches.extend_plan(kept, runs, cfg.batch_size, cfg.max_bytes, sra_route=sra_route)
         if kept:
             logger.info("%s: re-planning: batches 0-%d were started and keep their runs; %d new batch(es)",
                         cfg.species, len(kept) - 1, len(groups) - len(kept))
         if cfg.max_bytes:
-            for r, b in batches.oversized_runs(runs, cfg.max_bytes):
-                logger.warning("%s: run %s is expected to be %s, more than batch.max_bytes %s: it gets a batch "
-                               "of its own", cfg.species, r.run, disk.human(b), disk.human(cfg.max_bytes))
-            unknown = batches.unknown_size_runs(runs)
+            for r, b in batches.oversized_runs(runs, cfg.max_bytes, sra_route=sra_route):
+                logger.warning("%s: run %s is expected to take %s%s, more than batch.max_bytes %s: it gets a batch "
+                               "of its own", cfg.species, r.run, disk.human(b),
+                               " if it is converted from .sra" if sra_route else "", disk.human(cfg.max_bytes))
+            unknown = batches.unknown_size_runs(runs, sra_route=sra_route)
             if unknown:
                 logger.warning("%s: %d run(s) have no size in the metadata; each is counted as batch.max_bytes "
                                "and gets a batch of its own: %s", cfg.species, len(unknown),
@@ -201,6 +203,7 @@ class BatchDownload(BatchTask):
         need, free_at_start = self._wait_for_space(runs)
         policy = pipeline().retry_policy(cfg.stall_seconds)
         lock = threading.Lock()
+        sra_lock = threading.Lock()  # one .sra conversion at a time: the batch keeps room for one
         state = {"done": 0, "bytes": 0, "last": 0.0}
         expected = batches.batch_bytes(runs)[0] or 1
 
@@ -221,7 +224,7 @@ class BatchDownload(BatchTask):
             log = RunLog(p.run_log(run.run))
             log.write(f"download: batch {self.batch}, sources {', '.join(cfg.sources)}")
             res = sources.obtain_run(run, p.fastq, cfg.mirrors, policy, log, cfg.sources, progress,
-                                     threads=cfg.threads)
+                                     threads=cfg.threads, sra_lock=sra_lock)
             res = sources.apply_max_bp(run, res, p.fastq, cfg.max_bp, log)
             with lock:
                 state["done"] += 1
@@ -238,13 +241,15 @@ class BatchDownload(BatchTask):
 
 
     def _wait_for_space(self, runs):
-        """Never start a batch that cannot fit: its bytes still to come, plus those of earlier
-        batches still downloading, plus ``disk.min_free``. Waits up to ``disk.wait_seconds``."""
+        """Never start a batch that cannot fit: its bytes still to come (with room for one .sra
+        conversion when that route is a source), plus those of earlier batches still downloading,
+        plus ``disk.min_free``. Waits up to ``disk.wait_seconds``."""
         p, cfg = self.paths, self.cfg
 
         def remaining(rs):
             total, _ = batches.batch_bytes(rs)
-            return max(0, total - sum(disk.tree_bytes(sources.run_dir(p.fastq, r.run)) for r in rs))
+            room = batches.sra_room(rs) if "sra" in cfg.sources else 0
+            return max(0, total + room - sum(disk.tree_bytes(sources.run_dir(p.fastq, r.run)) for r in rs))
 
         need = remaining(runs)
         for k in range(max(0, self.batch - cfg.prefetch), self.batch):

@@ -7,19 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.batches import (DEFAULT_BYTES_PER_BASE, batch_bytes, expected_bytes, make_batches,
-                              oversized_runs, parse_size, read_batch, unknown_size_runs, write_batch)
+from pipeline.batches import (DEFAULT_BYTES_PER_BASE, SRA_READ_OVERHEAD, batch_bytes, expected_bytes,
+                              fastq_text_bytes, make_batches, oversized_runs, parse_size, read_batch,
+                              sra_excess, sra_peak_bytes, sra_room, unknown_size_runs, write_batch)
 from pipeline.model import RemoteFile, Run
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
 
 
-def run(i: int, fastq=None, base_count=None, sra_bytes=None) -> Run:
+def run(i: int, fastq=None, base_count=None, sra_bytes=None, read_count=None, layout="PAIRED") -> Run:
     """Run SRR{i}; ``fastq`` is a list of file sizes (None entries for unknown sizes)."""
     files = [RemoteFile(url=f"https://h/SRR{i}_{m}.fastq.gz", name=f"SRR{i}_{m}.fastq.gz", bytes=b)
              for m, b in enumerate(fastq or [], start=1)]
-    return Run(run=f"SRR{i}", layout="PAIRED", base_count=base_count, files=files, sra_bytes=sra_bytes)
+    return Run(run=f"SRR{i}", layout=layout, base_count=base_count, files=files, sra_bytes=sra_bytes,
+               read_count=read_count, sra_urls=[f"https://h/SRR{i}.sra"])
 
 
 def names(groups) -> list[list[str]]:
@@ -216,3 +218,63 @@ def test_scale_script_writes_a_valid_setup(tmp_path):
     assert figures["runs"] == 50 and figures["oversized_runs"] == 0
     assert figures["largest_batch_bytes"] <= parse_size("8G")
     assert len(list((tmp_path / "measure" / "batches").iterdir())) == figures["batches"]
+
+
+# ---------------------------------------------------------------------------------------------
+# room for one .sra conversion per batch
+# ---------------------------------------------------------------------------------------------
+
+
+def test_plain_fastq_estimate_from_bases_and_reads():
+    # SRRHOXC: 10,000 pairs of 50 bp; fasterq-dump 3.0.3 wrote 3,927,828 bytes (tests/test_sra_route.py)
+    assert fastq_text_bytes(run(1, base_count=1_000_000, read_count=10_000)) == 2_000_000 + 20_000 * SRA_READ_OVERHEAD
+    single = run(2, base_count=1_000_000, read_count=10_000, layout="SINGLE")
+    assert fastq_text_bytes(single) == 2_000_000 + 10_000 * SRA_READ_OVERHEAD
+    no_reads = run(3, base_count=3_000)  # one read per 30 bases assumed
+    assert fastq_text_bytes(no_reads) == 6_000 + 100 * SRA_READ_OVERHEAD
+    assert fastq_text_bytes(run(4, sra_bytes=1000)) == 10_000
+    assert fastq_text_bytes(run(5, fastq=[10, 10])) is None
+
+
+def test_sra_peak_counts_the_sra_file_the_output_and_fasterq_dumps_temp_files():
+    r = run(1, fastq=[300, 300], base_count=1000, read_count=10, sra_bytes=500)
+    text = 2000 + 20 * SRA_READ_OVERHEAD
+    assert sra_peak_bytes(r) == 500 + 2 * text
+    assert sra_excess(r) == 500 + 2 * text - 600
+    # no sra_bytes: twice the FASTQ bytes (the most in 895 real ENA rows is 1.84 times)
+    assert sra_peak_bytes(run(2, fastq=[300, 300], base_count=1000, read_count=10)) == 1200 + 2 * text
+    assert sra_peak_bytes(run(3, fastq=[300, 300])) is None and sra_excess(run(3, fastq=[300, 300])) is None
+
+
+def test_batches_keep_room_for_one_conversion_when_the_sra_route_is_a_source():
+    # each run: 100 bytes of FASTQ; converting one from .sra holds 100 + 2 x (200 + 2 x 162) = 1148
+    runs = [run(i, fastq=[50, 50], base_count=100, read_count=1, sra_bytes=100) for i in range(6)]
+    excess = sra_excess(runs[0])
+    assert excess == 1148 - 100
+    # FASTQ alone: 6 runs fit 600 bytes; with the .sra route, 2000 bytes hold n x 100 + one excess
+    assert names(make_batches(runs, max_bytes=600)) == [[r.run for r in runs]]
+    groups = make_batches(runs, max_bytes=2000, sra_route=True)
+    assert [len(g) for g in groups] == [6]  # 600 + 1048 <= 2000
+    groups = make_batches(runs, max_bytes=1400, sra_route=True)
+    assert [len(g) for g in groups] == [3, 3]  # 300 + 1048 <= 1400 < 400 + 1048
+    assert all(batch_bytes(g)[0] + sra_room(g) <= 1400 for g in groups)
+    # a run whose conversion alone exceeds the budget is alone and named
+    assert names(make_batches(runs[:2], max_bytes=1000, sra_route=True)) == [["SRR0"], ["SRR1"]]
+    assert [(r.run, b) for r, b in oversized_runs(runs[:1], 1000, sra_route=True)] == [("SRR0", 1148)]
+    assert oversized_runs(runs[:1], 1000) == []
+    # a run whose conversion cannot be sized counts as unknown with the .sra route
+    unsized = run(9, fastq=[50, 50])
+    assert unknown_size_runs([unsized], sra_route=True) == [unsized] and unknown_size_runs([unsized]) == []
+    # a run with no .sra URL (local files) cannot take that route: no room kept for it
+    local = Run(run="SRR8", layout="PAIRED", files=[RemoteFile(url="file:///d/a_1.fq.gz", name="a_1.fq.gz", bytes=50),
+                                                   RemoteFile(url="file:///d/a_2.fq.gz", name="a_2.fq.gz", bytes=50)])
+    assert sra_excess(local) == 0 and unknown_size_runs([local], sra_route=True) == []
+    assert names(make_batches([local] * 1, max_bytes=100, sra_route=True)) == [["SRR8"]]
+
+
+def test_batch_file_records_the_room(tmp_path):
+    runs = [run(i, fastq=[50, 50], base_count=100, read_count=1, sra_bytes=100) for i in range(2)]
+    write_batch(tmp_path / "b.json", 0, runs)
+    import json
+    d = json.loads((tmp_path / "b.json").read_text())
+    assert d["sra_room"] == 1048 and d["expected_bytes"] == 200
