@@ -566,12 +566,8 @@ def report(res: dict) -> str:
         rows.append(("3", "overhead: pipeline / loop - 1 (medians)", f"{100 * ov['overhead']:+.1f} %",
                      f"< {100 * TARGET_OVERHEAD:.0f} %", verdict(ov["overhead"] < TARGET_OVERHEAD)))
         if "paired_overheads" in ov:
-            rows.append(("3", "  each round: pipeline / the loop just before - 1",
-                         ", ".join(f"{100 * x:+.1f}" for x in ov["paired_overheads"]) +
-                         f" %; median {100 * ov['paired_median']:+.1f} %", "", ""))
-            rows.append(("3", "  wall - sum of quantify_run (time with no kallisto running)",
-                         f"{ov['outside_quantify_median_s']:.2f} s = "
-                         f"{100 * ov['outside_quantify_median_s'] / ov['loop_median_s']:.1f} % of the loop", "", ""))
+            _round_rows(rows, "pipeline", ov["paired_overheads"], ov["paired_median"],
+                        ov["outside_quantify_median_s"], ov["loop_median_s"])
             rows.append(("3", "  sum of quantify_run - loop (kallisto slowed by the rest)",
                          f"{ov['quantify_minus_loop_median_s']:+.2f} s", "", ""))
         rows.append(("3", "  startup; after last quant",
@@ -584,12 +580,8 @@ def report(res: dict) -> str:
                          f"{100 * ov['md5_overhead']:+.1f} %", f"< {100 * TARGET_OVERHEAD:.0f} %",
                          verdict(ov["md5_overhead"] < TARGET_OVERHEAD)))
             if "md5_paired_overheads" in ov:
-                rows.append(("3", "  each round: diagnostic / the loop just before - 1",
-                             ", ".join(f"{100 * x:+.1f}" for x in ov["md5_paired_overheads"]) +
-                             f" %; median {100 * ov['md5_paired_median']:+.1f} %", "", ""))
-                rows.append(("3", "  wall - sum of quantify_run",
-                             f"{ov['md5_outside_quantify_median_s']:.2f} s = "
-                             f"{100 * ov['md5_outside_quantify_median_s'] / ov['loop_median_s']:.1f} % of the loop", "", ""))
+                _round_rows(rows, "diagnostic", ov["md5_paired_overheads"], ov["md5_paired_median"],
+                            ov["md5_outside_quantify_median_s"], ov["loop_median_s"])
     elif ov:
         _err(rows, "3", "overhead", ov)
     sc = res.get("scale")
@@ -644,6 +636,15 @@ def report(res: dict) -> str:
         out.append("   (os.wait4). Section 4 runs luigi with --workers 1. (d) runs pipeline.merge.merge_species in a child")
         out.append("   process on fabricated abundance files, then scales its seconds and RSS growth linearly.")
     return "\n".join(out)
+
+
+def _round_rows(rows: list, what: str, paired: list, median: float, outside_s: float, loop_s: float) -> None:
+    """Section 3's rows for one kind of pipeline run: each round against its loop, and the time
+    with no kallisto running (which does not depend on how fast kallisto happened to be)."""
+    rows.append(("3", f"  each round: {what} / the loop just before - 1",
+                 ", ".join(f"{100 * x:+.1f}" for x in paired) + f" %; median {100 * median:+.1f} %", "", ""))
+    rows.append(("3", "  wall - sum of quantify_run (time with no kallisto running)",
+                 f"{outside_s:.2f} s = {100 * outside_s / loop_s:.1f} % of the loop", "", ""))
 
 
 def _section(res: dict, key: str, fn, *args):
