@@ -246,12 +246,17 @@ class BatchDownload(BatchTask):
         plus ``disk.min_free``. Waits up to ``disk.wait_seconds``."""
         p, cfg = self.paths, self.cfg
 
+        def room_of(rs):
+            return batches.sra_room(rs) if "sra" in cfg.sources else 0
+
         def remaining(rs):
             total, _ = batches.batch_bytes(rs)
-            room = batches.sra_room(rs) if "sra" in cfg.sources else 0
-            return max(0, total + room - sum(disk.tree_bytes(sources.run_dir(p.fastq, r.run)) for r in rs))
+            return max(0, total + room_of(rs) - sum(disk.tree_bytes(sources.run_dir(p.fastq, r.run)) for r in rs))
 
         need = remaining(runs)
+        room = room_of(runs)
+        room_note = (f" (of which {disk.human(room)} is room for one .sra conversion; download.sources: [ena] "
+                     "keeps none)") if room else ""
         for k in range(max(0, self.batch - cfg.prefetch), self.batch):
             if not p.marker(f"download_{k:05d}").exists():
                 need += remaining(batches.read_batch(p.batch_file(k)))
@@ -260,7 +265,7 @@ class BatchDownload(BatchTask):
         self._status(f"{cfg.species} batch {self.batch}: checking free space for {disk.human(need)}")
         free = disk.wait_for_space(p.fastq, need, cfg.min_free, timeout_s=cfg.disk_wait_seconds, poll_s=10,
                                    log=RunLog(p.logs / "disk.log"), limit=limit, used_root=p.output_dir,
-                                   what=f"{cfg.species} batch {self.batch}")
+                                   what=f"{cfg.species} batch {self.batch}{room_note}")
         return need, free
 
 

@@ -65,14 +65,18 @@ def test_peak_disk_stays_within_budget_and_prefetch_order_holds(tmp_path, ds, pr
     assert files_under(out / "Budget_test" / "fastq") == set()
 
 
-def test_free_space_guard_refuses_a_batch_that_cannot_fit(tmp_path, ds):
+@pytest.mark.parametrize("sources", [["ena", "sra"], ["ena"]])
+def test_free_space_guard_refuses_a_batch_that_cannot_fit(tmp_path, ds, sources):
+    """With the .sra route among the sources, the space asked for includes room for one conversion
+    and the message says so; with FASTQ only it does not."""
     out = tmp_path / "out"
     with FileServer(ds["archive"]) as server:
         write_species(tmp_path / "cfg", "Budget_test", ds["transcriptome"], ds["metadata"],
                       batch={"size": 2}, disk={"min_free": 0, "wait_seconds": 0.2},
-                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
+                      download={"sources": sources, "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
         r = run_luigi(tmp_path / "cfg", out, "--pipeline-disk-limit", "50K")
         assert r.returncode != 0
         assert [q for q in server.requests if q["method"] == "GET"] == [], "a download started anyway"
     assert "needs" in r.stderr and str(out.resolve() / "Budget_test" / "fastq") in r.stderr
+    assert ("room for one .sra conversion" in r.stderr) == ("sra" in sources)
     assert not list((out / "Budget_test" / "work" / "markers").glob("download_*"))
