@@ -1,0 +1,105 @@
+"""python -m pipeline.status on real pipeline outputs (real kallisto, a real loopback server)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import simulate, status
+from pipeline.fileserver import FileServer
+
+from conftest import need_tool
+from helpers import LUIGI, ROOT, run_luigi, write_species
+
+SPECIES = "Statua_pairs"
+RUNS = [f"DRR00010{i}" for i in range(1, 7)]
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    need_tool("kallisto")
+    root = tmp_path_factory.mktemp("stsim")
+    return simulate.make_species_dataset(root, SPECIES, RUNS, "PAIRED", reads_per_run=2000, read_len=50,
+                                         n_transcripts=20, seed=21) | {"archive": root / "archive"}
+
+
+def _config(tmp_path, ds, server):
+    return write_species(tmp_path / "cfg", SPECIES, ds["transcriptome"], ds["metadata"], batch={"size": 2},
+                         download={"sources": ["ena"], "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+                         disk={"min_free": 0})
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline.status", *map(str, args)], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+
+
+def test_part_done_then_failures_then_done(tmp_path, ds):
+    out = tmp_path / "out"
+    with FileServer(ds["archive"]) as server:
+        cfg = _config(tmp_path, ds, server)
+        # only the first batch, as if the pipeline had been stopped after it
+        r = subprocess.run([LUIGI, "--module", "pipeline", "BatchCleanup", "--config-path", str(cfg),
+                            "--output-dir", str(out), "--BatchCleanup-batch", "0", "--local-scheduler"], cwd=ROOT,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        st = status.species_status(out, SPECIES)
+        assert st["state"] == "running"
+        assert (st["batches"], st["batches_cleaned"], st["runs_quantified"], st["runs_failed"], st["runs_left"]) == \
+            (3, 1, 2, 0, 4)
+        assert st["bytes_downloaded"] > 0 and st["bytes_on_disk"] == 0 and st["eta_s"] is None
+        text = _cli(out)
+        assert text.returncode == 0 and "1 of 3 done" in text.stdout and "2 of 6 quantified" in text.stdout
+
+        # the rest, with one run's second mate gone from the archive
+        server.set_fault("/vol1/fastq/DRR000/DRR000104/DRR000104_2.fastq.gz", status=404)
+        r = run_luigi(tmp_path / "cfg", out)
+        assert r.returncode != 0
+        st = status.species_status(out, SPECIES)
+        assert st["state"] == "stopped with failures"
+        assert (st["batches_cleaned"], st["runs_quantified"], st["runs_failed"], st["runs_left"]) == (3, 5, 1, 0)
+        assert [(f["run"], f["batch"], f["stage"]) for f in st["failed"]] == [("DRR000104", 1, "download")]
+        assert "404" in st["failed"][0]["reason"]
+        assert st["eta_s"] is None and st["elapsed_s"] > 0
+        text = _cli(out).stdout
+        assert "failed   DRR000104 (batch 1, download)" in text and f"python -m pipeline.retry {out}" in text
+
+        # retry the failure with the file back: done
+        server.clear_faults()
+        assert _retry(out).returncode == 0
+        r = run_luigi(tmp_path / "cfg", out)
+        assert r.returncode == 0, r.stderr[-3000:]
+    st = json.loads(_cli(out, "--json").stdout)[0]
+    assert st["state"] == "done" and (st["runs_quantified"], st["runs_failed"]) == (6, 0)
+
+
+def _retry(out):
+    return subprocess.run([sys.executable, "-m", "pipeline.retry", str(out)], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+
+
+def test_pace_gives_an_estimate_of_the_time_left(tmp_path):
+    """The estimate is the pace of the last batches cleaned: markers with known times."""
+    root = tmp_path / "out" / "Sp" / "work" / "markers"
+    root.mkdir(parents=True)
+    (root / "split.json").write_text(json.dumps({"runs": 20, "skipped": 0, "batches": 10, "started_at": 1000.0}))
+    for b, t in enumerate((1100.0, 1200.0, 1300.0)):
+        (root / f"cleanup_{b:05d}.json").write_text(json.dumps({"batch": b, "finished_at": t}))
+    st = status.species_status(tmp_path / "out", "Sp", now=1350.0)
+    assert st["eta_s"] == pytest.approx(7 * 100.0) and st["elapsed_s"] == 350.0
+    assert "about 11m 40s left" in status.format_status(st, tmp_path / "out")
+
+
+def test_bad_arguments_are_named(tmp_path):
+    r = _cli(tmp_path / "absent")
+    assert r.returncode == 2 and "output directory not found" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = _cli(tmp_path / "empty")
+    assert r.returncode == 2 and "no species" in r.stderr
+    r = _cli(tmp_path / "empty", "--species", "../etc")
+    assert r.returncode == 2 and "invalid species name" in r.stderr
+    r = _cli(tmp_path / "empty", "--species", "Not_yet")
+    assert r.returncode == 0 and "Not_yet: not started" in r.stdout
