@@ -31,7 +31,7 @@ def _markers(layout: SpeciesLayout, stage: str) -> dict[int, dict]:
 
 def species_status(output_dir, species: str, now: float | None = None) -> dict:
     """The figures of one species (see the module docstring); ``state`` is one of "not started",
-    "planned", "running", "stopped with failures" or "done"."""
+    "planned", "running", "batches done, merge pending", "stopped with failures" or "done"."""
     now = time.time() if now is None else now
     layout = SpeciesLayout(output_dir, species)
     split_path = layout.marker("split")
@@ -65,6 +65,8 @@ def species_status(output_dir, species: str, now: float | None = None) -> dict:
         state = "done"
     elif n and not left and failed:
         state = "stopped with failures"
+    elif n and not left:
+        state = "batches done, merge pending"
     elif downloads or downloading:
         state = "running"
     else:

@@ -91,6 +91,10 @@ def test_pace_gives_an_estimate_of_the_time_left(tmp_path):
     st = status.species_status(tmp_path / "out", "Sp", now=1350.0)
     assert st["eta_s"] == pytest.approx(7 * 100.0) and st["elapsed_s"] == 350.0
     assert "about 11m 40s left" in status.format_status(st, tmp_path / "out")
+    for b in range(3, 10):  # every batch done, no species marker yet: the merge is what is left
+        (root / f"cleanup_{b:05d}.json").write_text(json.dumps({"batch": b, "finished_at": 1300.0 + b}))
+    st = status.species_status(tmp_path / "out", "Sp", now=1350.0)
+    assert st["state"] == "batches done, merge pending" and st["eta_s"] is None
 
 
 def test_bad_arguments_are_named(tmp_path):
