@@ -143,7 +143,7 @@ def apply_max_bp(run: Run, res: dict, fastq_dir, max_bp: Optional[int], log: Run
         return res
     paths = [run_dir(fastq_dir, run.run) / f for f in res["files"]]
     try:
-        cap = subsample.cap_reads(paths, max_bp)
+        cap = subsample.cap_reads(paths, max_bp, over=run.base_count is not None)
     except subsample.CapError as e:
         return _failed(res, f"max_bp: {e}", fastq_dir, run, log)
     if not cap["capped"] and res.get("expected_reads") not in (None, cap["spots"]):
