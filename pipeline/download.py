@@ -58,6 +58,18 @@ class RetryPolicy:
         return base * (0.5 + random.random() / 2)
 
 
+def wait_or_give_up(policy: RetryPolicy, attempt: int, why: Retryable, log: RunLog, label: str,
+                    give_up: Callable[[str], Exception]) -> None:
+    """After attempt ``attempt`` failed with ``why``: raise ``give_up(message)`` when it was the
+    last one, else log and sleep the back-off (or the server's hint) before the next."""
+    if attempt >= policy.attempts:
+        log.write(f"{label}: attempt {attempt}: {why}; giving up")
+        raise give_up(f"failed after {attempt} attempts; last: {why}") from None
+    wait = policy.delay(attempt, why.wait)
+    log.write(f"{label}: attempt {attempt}: {why}; retrying in {wait:.1f} s")
+    time.sleep(wait)
+
+
 def apply_mirrors(url: str, mirrors: dict) -> str:
     """Rewrite ``url`` with the longest matching prefix in ``mirrors`` (prefix -> replacement)."""
     best = None
@@ -245,12 +257,7 @@ def fetch(rf: RemoteFile, dest: Path, mirrors: Optional[dict] = None, policy: Op
             log.write(f"{dest.name}: ok, {size} bytes from {url} (attempt {attempt})")
             return {"path": str(dest), "bytes": size, "attempts": attempt, "url": url}
         except Retryable as r:
-            if attempt >= policy.attempts:
-                log.write(f"{dest.name}: attempt {attempt}: {r}; giving up")
-                raise DownloadError(f"{url}: failed after {attempt} attempts; last: {r}") from None
-            wait = policy.delay(attempt, r.wait)
-            log.write(f"{dest.name}: attempt {attempt}: {r}; retrying in {wait:.1f} s")
-            time.sleep(wait)
+            wait_or_give_up(policy, attempt, r, log, dest.name, lambda m: DownloadError(f"{url}: {m}"))
         except DownloadError as e:
             log.write(f"{dest.name}: {e}")
             part.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .download import USER_AGENT, Retryable, RetryPolicy, _retry_after, read_blocks
+from .download import USER_AGENT, Retryable, RetryPolicy, _retry_after, read_blocks, wait_or_give_up
 from .runlog import RunLog
 
 DEFAULT_BASE_URL = "https://www.ebi.ac.uk/ena/portal/api"
@@ -186,12 +186,7 @@ def fetch_search(query: str, dest, base_url: str = DEFAULT_BASE_URL, policy: Opt
                 runs = _check_table(part, url, query)
                 break
             except Retryable as r:
-                if attempt >= policy.attempts:
-                    log.write(f"ENA search: attempt {attempt}: {r}; giving up")
-                    raise EnaError(f"{url}: failed after {attempt} attempts; last: {r}") from None
-                wait = policy.delay(attempt, r.wait)
-                log.write(f"ENA search: attempt {attempt}: {r}; retrying in {wait:.1f} s")
-                time.sleep(wait)
+                wait_or_give_up(policy, attempt, r, log, "ENA search", lambda m: EnaError(f"{url}: {m}"))
         os.replace(part, dest)
     except BaseException as e:
         part.unlink(missing_ok=True)
