@@ -229,7 +229,7 @@ def load_species_config(path) -> SpeciesConfig:
         raise ConfigError(f"{where}: the file is empty (a species config needs at least 'species', "
                           "'reference.transcriptome' and 'metadata')")
     errors: list[str] = []
-    v = _validate(doc if doc is not None else {}, SCHEMA, where, errors)
+    v = _validate(doc, SCHEMA, where, errors)
     if not isinstance(doc, dict):
         raise ConfigError("\n".join(errors))
 

@@ -27,6 +27,8 @@ from .runlog import RunLog
 
 CHUNK = 1 << 20
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: HTTP statuses worth another attempt (the server is busy or briefly broken).
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = "rnaseq-batch-pipeline/0.1"
 
 
@@ -144,7 +146,7 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
         if e.code == 416 and have:
             part.unlink()  # our partial file is longer than the server's: start over
             raise Retryable(f"HTTP 416 on resume from byte {have}; restarting", wait=0)
-        if e.code in (408, 425, 429, 500, 502, 503, 504):
+        if e.code in RETRY_STATUSES:
             raise Retryable(f"HTTP {e.code}", wait=_retry_after(e.headers.get("Retry-After")))
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:

@@ -20,7 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .download import USER_AGENT, Retryable, RetryPolicy, _retry_after, read_blocks, wait_or_give_up
+from .download import (RETRY_STATUSES, USER_AGENT, Retryable, RetryPolicy, _retry_after, read_blocks,
+                       wait_or_give_up)
 from .runlog import RunLog
 
 DEFAULT_BASE_URL = "https://www.ebi.ac.uk/ena/portal/api"
@@ -48,9 +49,6 @@ FIELDS = [
     "sra_md5",
     "sra_bytes",
 ]
-
-#: Statuses worth another attempt (the server is busy or briefly broken).
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 SNIPPET = 300  # characters of an error body quoted in messages
 _FIELD_RE = re.compile(r"^[A-Za-z0-9_]+$")

@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Optional
 
 from .fileserver_handler import _Fault, _Handler, _Server, _path_of
 # Defined in fileserver_handler, re-exported (see __all__) for callers of pipeline.fileserver.
-from .fileserver_handler import CHUNK, parse_range
+from .fileserver_handler import parse_range
 
-__all__ = ["CHUNK", "FileServer", "main", "parse_range"]
+__all__ = ["FileServer", "main", "parse_range"]
 
 
 def _check_loopback(host: str) -> str:

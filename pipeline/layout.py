@@ -35,6 +35,11 @@ class SpeciesLayout:
         return self.logs / f"{run}.log"
 
     @property
+    def ena_search(self) -> Path:
+        """The saved answer of ``metadata.query``: planning reads it, refresh replaces it."""
+        return self.metadata / "ena_search.tsv"
+
+    @property
     def failed_runs(self) -> Path:
         return self.metadata / "failed_runs.tsv"
 

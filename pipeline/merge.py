@@ -73,8 +73,10 @@ def _pack(values: list[str]) -> list[str]:
 
 
 def _write_part(path: Path, header: list[str], n_rows: int, target_ids: list[str] | None,
-                packed: list[list[str]]) -> None:
-    """Write a header line, then ``n_rows`` rows: the target_id (when given) and one value per run."""
+                packed: list[list[str]], final: bool) -> None:
+    """Write a header line, then ``n_rows`` rows: the target_id (when given) and one value per run.
+    ``final``: the part is renamed into place as the table (one block), so it is synced to disk;
+    parts that are pasted together and deleted are not."""
     with open(path, "w", encoding="utf-8", newline="") as out:
         out.write("\t".join(header) + "\n")
         for k in range(0, -(-n_rows // ROWS)):
@@ -83,8 +85,9 @@ def _write_part(path: Path, header: list[str], n_rows: int, target_ids: list[str
                 columns.insert(0, target_ids[k * ROWS:(k + 1) * ROWS])
             out.write("\n".join(map("\t".join, zip(*columns))))
             out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
+        if final:
+            out.flush()
+            os.fsync(out.fileno())
 
 
 def _paste(parts: list[Path], dest: Path) -> None:
@@ -128,6 +131,7 @@ def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra
     present = [r for r in runs if (quant_dir / r / "abundance.tsv").is_file()]
     parts = {m: [] for m in MEASURES}
     qc_rows, target_ids = [], None
+    one_block = len(present) <= block
     try:
         for start in range(0, max(len(present), 1), block):
             chunk = present[start:start + block]
@@ -154,9 +158,9 @@ def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra
                 part = merged_dir / f".{species}_{m}.part{start // block:05d}"
                 parts[m].append(part)  # listed before it is written, so `finally` removes a partial one
                 if start == 0:
-                    _write_part(part, ["target_id", *chunk], len(ids), ids, packed[m])
+                    _write_part(part, ["target_id", *chunk], len(ids), ids, packed[m], one_block)
                 else:
-                    _write_part(part, chunk, len(ids), None, packed[m])
+                    _write_part(part, chunk, len(ids), None, packed[m], one_block)
                 packed[m] = None
         written = {}
         for m in MEASURES:

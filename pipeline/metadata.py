@@ -42,21 +42,12 @@ from .metadata_formats import (
     _parse_runinfo,
 )
 # Defined in metadata_formats, re-exported (see __all__) for callers of pipeline.metadata.
-from .metadata_formats import (
-    EBI_FASP_HOSTS,
-    EBI_FTP_HOSTS,
-    FORMATS,
-    MD5_RE,
-    MISSING_VALUES,
-    ODP_URL,
-    normalise_url,
-    pick_mates,
-)
+from .metadata_formats import ODP_URL, normalise_url, pick_mates
 from .model import PAIRED, SINGLE, InputError, Run, check_accession
 from .util import atomic_write_text
 
 __all__ = [
-    "EBI_FASP_HOSTS", "EBI_FTP_HOSTS", "FORMATS", "MD5_RE", "MISSING_VALUES", "ODP_URL",
+    "ODP_URL",
     "SELECTION_COLUMNS", "SELECTION_KEYS", "Table", "detect_format", "load_runs", "normalise_url",
     "pick_mates", "read_table", "write_runs_tsv", "write_skipped_tsv",
 ]

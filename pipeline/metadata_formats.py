@@ -44,7 +44,6 @@ from .model import PAIRED, SINGLE, InputError, RemoteFile, Run
 # Warnings go to the logger they used before this module was split out of pipeline.metadata.
 log = logging.getLogger("pipeline.metadata")
 
-FORMATS = ("ena", "integrate", "amalgkit", "runinfo")
 
 #: Cell values that mean "no value" (compared case-insensitively after stripping blanks).
 MISSING_VALUES = frozenset({"", "<na>", "na", "nan"})

@@ -17,11 +17,10 @@ from . import ena
 from .config import load_all
 from .layout import SpeciesLayout
 from .model import InputError
-from .runlog import RunLog
 
 
 def refresh(config_dir, output_dir, species: list[str] | None = None, portal_url: str | None = None) -> list[dict]:
-    from .tasks import pipeline  # luigi.cfg's [pipeline] section (retry policy, portal URL)
+    from .tasks import fetch_ena_metadata  # uses luigi.cfg's [pipeline] section (retry policy, portal URL)
 
     done = []
     for cfg in load_all(config_dir):
@@ -30,10 +29,7 @@ def refresh(config_dir, output_dir, species: list[str] | None = None, portal_url
         p = SpeciesLayout(output_dir, cfg.species)
         info = {"species": cfg.species}
         if cfg.metadata_query:
-            got = ena.fetch_search(cfg.metadata_query, p.metadata / "ena_search.tsv",
-                                   base_url=portal_url or pipeline().ena_portal_url,
-                                   policy=pipeline().retry_policy(), log=RunLog(p.logs / "metadata.log"),
-                                   refresh=True)
+            got = fetch_ena_metadata(cfg, p, refresh=True, portal_url=portal_url)
             info["runs_from_ena"] = got["runs"]
         for name in ("species", "split"):  # the final marker first: never a later marker alone
             p.marker(name).unlink(missing_ok=True)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import sra, subsample
+from . import quant, sra, subsample
 from .download import DownloadError, RetryPolicy, fetch, safe_name
 from .model import RemoteFile, Run
 from .runlog import RunLog
@@ -53,15 +53,14 @@ def _fetch_ena(run: Run, out: Path, mirrors, policy, log, progress) -> dict:
 def _fetch_sra(run: Run, out: Path, mirrors, policy, log, progress, threads: int, lock=None) -> dict:
     if not run.sra_urls:
         raise DownloadError("no .sra URL known for this run")
-    if lock is None:
-        return _fetch_sra_unlocked(run, out, mirrors, policy, log, progress, threads)
-    if not lock.acquire(blocking=False):
+    if lock is not None and not lock.acquire(blocking=False):
         log.write("sra: waiting while another run of this batch fetches and converts its .sra (one at a time)")
         lock.acquire()
     try:
         return _fetch_sra_unlocked(run, out, mirrors, policy, log, progress, threads)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _fetch_sra_unlocked(run: Run, out: Path, mirrors, policy, log, progress, threads: int) -> dict:
@@ -74,7 +73,6 @@ def _fetch_sra_unlocked(run: Run, out: Path, mirrors, policy, log, progress, thr
         dest = out / rf.name
         try:
             info = fetch(rf, dest, mirrors, policy, log, progress)
-            sra.check_sra_file(dest)
             paths = sra.sra_to_fastq(dest, out, run.run, threads=threads, log=log)
         except (DownloadError, sra.SraError) as e:
             reasons.append(str(e))
@@ -86,7 +84,7 @@ def _fetch_sra_unlocked(run: Run, out: Path, mirrors, policy, log, progress, thr
                 break  # a real .sra that fasterq-dump cannot convert: other copies will not do better
             continue
         dest.unlink(missing_ok=True)
-        spots = sra.count_spots(paths[:1])
+        spots = quant.count_fastq_records(paths[0])
         if run.read_count is not None and spots != run.read_count:
             log.write(f"sra: fasterq-dump gave {spots} spots; the metadata says {run.read_count} "
                       "(unpaired reads of a paired run are left out)")

@@ -59,12 +59,12 @@ from typing import Iterable, Optional
 
 import luigi
 
+from .download import SAFE_NAME_RE
 from .runlog import RunLog
 
 SRA_MAGIC = b"NCBI.sra"
 GZIP_LEVEL = 1  # see the figures above: level 3 saves 2 % more for 55 % more time
 TMP_SUFFIX = ".fqd.tmp"
-RUN_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 NCBI_SETTINGS_TEXT = (
     "# written by rnaseq-batch-pipeline for one fasterq-dump call on a local file\n"
     '/libs/cloud/provider = "n"\n'  # no cloud-instance probe (DNS + 169.254.169.254)
@@ -194,17 +194,6 @@ def stderr_tail(stderr: str, n: int = STDERR_TAIL_LINES) -> str:
     return " | ".join(tail) if tail else "(no stderr)"
 
 
-def count_spots(paths) -> int:
-    """Records in the first FASTQ of ``paths`` (plain or .gz): spots, for one or two mates."""
-    path = Path(list(paths)[0])
-    opener = gzip.open if path.name.endswith(".gz") else open
-    lines = 0
-    with opener(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            lines += block.count(b"\n")
-    return lines // 4
-
-
 def _gzip_file(src: Path, dst: Path, level: int = GZIP_LEVEL) -> None:
     """``src`` to ``dst`` gzipped (no name, mtime 0: the same input gives the same bytes); deletes ``src``."""
     with open(src, "rb") as fin, open(dst, "wb") as raw:
@@ -231,7 +220,7 @@ def sra_to_fastq(sra_path, dest_dir, run: str, threads: int = 1, log: Optional[R
     Nothing but the final files is left in ``dest_dir``, whether it succeeds or not.
     """
     log = log or RunLog(None)
-    if not RUN_NAME_RE.match(run or "") or ".." in run:
+    if not SAFE_NAME_RE.match(run or "") or ".." in run:
         raise SraError(f"invalid run name {run!r}: it names the output files")
     cfg = fasterq_dump()
     exe = exe or cfg.binary

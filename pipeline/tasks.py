@@ -44,6 +44,14 @@ class pipeline(luigi.Config):
                                     stall_seconds=stall_seconds or self.stall_seconds)
 
 
+def fetch_ena_metadata(cfg: SpeciesConfig, layout: SpeciesLayout, refresh: bool = False,
+                       portal_url: str | None = None) -> dict:
+    """A species' ``metadata.query`` answer at ``layout.ena_search``: the saved one, unless it is
+    missing or ``refresh`` asks ENA again (see :func:`pipeline.ena.fetch_search`)."""
+    return ena.fetch_search(cfg.metadata_query, layout.ena_search, base_url=portal_url or pipeline().ena_portal_url,
+                            policy=pipeline().retry_policy(), log=RunLog(layout.logs / "metadata.log"), refresh=refresh)
+
+
 @functools.lru_cache(maxsize=256)
 def _config(path: str) -> SpeciesConfig:
     return load_species_config(path)
@@ -104,10 +112,8 @@ class SplitMetadata(SpeciesTask):
         source = cfg.metadata_file
         if cfg.metadata_query:
             # the answer is kept and re-used on resume, so batches stay as they were planned
-            source = p.metadata / "ena_search.tsv"
             self._status(f"{cfg.species}: querying ENA")
-            ena.fetch_search(cfg.metadata_query, source, base_url=pipeline().ena_portal_url,
-                             policy=pipeline().retry_policy(), log=RunLog(p.logs / "metadata.log"))
+            source = Path(fetch_ena_metadata(cfg, p)["path"])
         runs, skipped = metadata.load_runs(source, cfg.selection)
         metadata.write_runs_tsv(runs, p.metadata / "runs.tsv")
         metadata.write_skipped_tsv(skipped, p.metadata / "skipped.tsv")
@@ -143,14 +149,15 @@ class SplitMetadata(SpeciesTask):
         """When planning again (``python -m pipeline.refresh``), the batches up to the last one whose
         download started keep their runs; an unfinished tail is planned afresh."""
         p = self.paths
-        last = -1
+        planned, last = [], -1
         for i in range(100_000):
             if not p.batch_file(i).exists():
                 break
+            planned.append(batches.read_batch(p.batch_file(i)))
             if p.marker(f"download_{i:05d}").exists() or any(sources.run_dir(p.fastq, r.run).exists()
-                                                              for r in batches.read_batch(p.batch_file(i))):
+                                                              for r in planned[i]):
                 last = i
-        return [batches.read_batch(p.batch_file(i)) for i in range(last + 1)]
+        return planned[:last + 1]
 
 
 class BuildIndex(SpeciesTask):
@@ -249,17 +256,18 @@ class BatchDownload(BatchTask):
         def room_of(rs):
             return batches.sra_room(rs) if "sra" in cfg.sources else 0
 
-        def remaining(rs):
+        def remaining(rs, room):
             total, _ = batches.batch_bytes(rs)
-            return max(0, total + room_of(rs) - sum(disk.tree_bytes(sources.run_dir(p.fastq, r.run)) for r in rs))
+            return max(0, total + room - sum(disk.tree_bytes(sources.run_dir(p.fastq, r.run)) for r in rs))
 
-        need = remaining(runs)
         room = room_of(runs)
+        need = remaining(runs, room)
         room_note = (f" (of which {disk.human(room)} is room for one .sra conversion; download.sources: [ena] "
                      "keeps none)") if room else ""
         for k in range(max(0, self.batch - cfg.prefetch), self.batch):
             if not p.marker(f"download_{k:05d}").exists():
-                need += remaining(batches.read_batch(p.batch_file(k)))
+                earlier = batches.read_batch(p.batch_file(k))
+                need += remaining(earlier, room_of(earlier))
         p.fastq.mkdir(parents=True, exist_ok=True)
         limit = batches.parse_size(pipeline().disk_limit) if pipeline().disk_limit else None
         self._status(f"{cfg.species} batch {self.batch}: checking free space for {disk.human(need)}")

@@ -16,6 +16,7 @@ from conftest import need_tool
 from helpers import files_under, run_luigi, write_species
 
 RUNS = [f"DRR0001{i:02d}" for i in range(1, 9)]
+TASK_FAILED = 30  # luigi.cfg [retcode] task_failed
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +76,10 @@ def test_free_space_guard_refuses_a_batch_that_cannot_fit(tmp_path, ds, sources)
                       batch={"size": 2}, disk={"min_free": 0, "wait_seconds": 0.2},
                       download={"sources": sources, "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
         r = run_luigi(tmp_path / "cfg", out, "--pipeline-disk-limit", "50K")
-        assert r.returncode != 0
+        assert r.returncode == TASK_FAILED, f"exit {r.returncode}:\n{r.stderr[-3000:]}"
         assert [q for q in server.requests if q["method"] == "GET"] == [], "a download started anyway"
     assert "needs" in r.stderr and str(out.resolve() / "Budget_test" / "fastq") in r.stderr
+    # ... and says how much room there is: here the --pipeline-disk-limit itself (disk.wait_for_space)
+    assert "more than the disk_limit of 50.0 KiB" in r.stderr, r.stderr[-3000:]
     assert ("room for one .sra conversion" in r.stderr) == ("sra" in sources)
     assert not list((out / "Budget_test" / "work" / "markers").glob("download_*"))

@@ -106,9 +106,15 @@ def test_corrupt_once_then_good(archive, tmp_path):
 def test_wrong_size_without_md5_is_caught(archive, tmp_path):
     server, _, _ = archive
     dest = tmp_path / "R_1.fastq.gz"
-    with pytest.raises(DownloadError):
+    # Listed larger than served: the transfer comes up short and is retried until it gives up.
+    with pytest.raises(DownloadError, match="short read"):
         fetch(_rf(server, None, size=SIZE + 10), dest, policy=FAST)
     assert not dest.exists()
+    # Listed smaller than served: the transfer does not come up short, so only the size check in
+    # download._verify can catch it (without an md5 nothing else would).
+    with pytest.raises(DownloadError, match=rf"size mismatch: expected {SIZE - 10} bytes, got \d+"):
+        fetch(_rf(server, None, size=SIZE - 10), dest, policy=FAST)
+    assert not dest.exists() and not list(tmp_path.glob(".*.part"))
 
 
 def test_stall_aborts_and_resumes(archive, tmp_path):

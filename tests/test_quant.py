@@ -53,6 +53,7 @@ def test_unverified_files_are_read_through_and_match_n_processed(ds, tmp_path):
 def test_verified_files_are_not_read_through(ds, tmp_path):
     res, log = _quant(ds, tmp_path, ds["files"]["DRR000101"], verified=True, expected_reads=2000)
     assert res["status"] == "ok", res
+    assert "quant: ok, n_processed=2000" in log, log  # the log was written: the absence below means something
     assert "read through" not in log
 
 
