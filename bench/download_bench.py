@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Our HTTP client (pipeline.download.fetch) against curl, side by side, on a loopback server.
+"""Our HTTP client (pipeline.fetch.transfer.fetch) against curl, side by side, on a loopback server.
 
     .venv/bin/python bench/download_bench.py [--size-mb 200] [--files 3] [--repeats 3] [--out bench/out]
 
@@ -15,7 +15,7 @@ B  the server drops the connection after every quarter of the file, 3 times: our
 C  a throttled server (per-response limit), 4 files at once: 4 threads of our fetch vs 4 curl
    processes; aggregate MB/s.
 M  md5 speed on this machine, and variants of our read loop (chunk size, readinto into a reusable
-   buffer, md5 while receiving) written here with the same urllib calls as download.py.
+   buffer, md5 while receiving) written here with the same urllib calls as pipeline/fetch/transfer.py.
 
 MB = 10**6 bytes throughout. Prints a plain-text table and writes the same figures (plus every
 sample) to OUT/download_bench.json. Temporary files go to a folder under OUT and are removed.
@@ -47,9 +47,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline import download  # noqa: E402
-from pipeline.download import DownloadError, RetryPolicy, fetch, md5_file  # noqa: E402
-from pipeline.fileserver import FileServer  # noqa: E402
+from pipeline.fetch import http as download  # noqa: E402
+from pipeline.fetch.retry import RetryPolicy  # noqa: E402
+from pipeline.fetch.transfer import DownloadError, fetch, md5_file  # noqa: E402
+from pipeline.testing.fileserver import FileServer  # noqa: E402
 from pipeline.model import RemoteFile  # noqa: E402
 from pipeline.runlog import RunLog  # noqa: E402
 
@@ -478,7 +479,7 @@ def md5_speed() -> dict:
 
 
 def _loop(url: str, dest: Path, chunk: int, mode: str, hash_inline: bool) -> Optional[str]:
-    """One GET into dest like download._http_attempt (urlopen, same headers), loop varied."""
+    """One GET into dest like transfer._http_attempt (urlopen, same headers), loop varied."""
     req = urllib.request.Request(url, headers={"User-Agent": download.USER_AGENT, "Accept-Encoding": "identity"})
     h = hashlib.md5() if hash_inline else None
     with urllib.request.urlopen(req, timeout=60) as resp, open(dest, "wb") as out:

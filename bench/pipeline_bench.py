@@ -41,9 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline import quant, simulate  # noqa: E402
-from pipeline.disk import DiskSampler  # noqa: E402
-from pipeline.fileserver import FileServer  # noqa: E402
+from pipeline.reads.fastq import count_fastq_records  # noqa: E402
+from pipeline.testing import simulate  # noqa: E402
+from pipeline.testing.disk_sampler import DiskSampler  # noqa: E402
+from pipeline.testing.fileserver import FileServer  # noqa: E402
 
 SPECIES = "Bench_sim"
 SCALE_SPECIES = "Scale_test"  # what scripts/make_scale_metadata.py names its species
@@ -460,7 +461,7 @@ def merge_probe(work: Path, n_runs: int, n_tx: int, runs_at_scale: int) -> dict:
         (d / "abundance.tsv").write_text(text)
         (d / "run_info.json").write_text(info)
     code = ("import json, resource, sys, time; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-            "from pipeline import merge; q = Path(sys.argv[2]); runs = sorted(p.name for p in q.iterdir()); "
+            "from pipeline.quant import merge; q = Path(sys.argv[2]); runs = sorted(p.name for p in q.iterdir()); "
             "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; t = time.perf_counter(); "
             "merge.merge_species('Probe', q, runs, Path(sys.argv[3]), {}); "
             "print(json.dumps({'seconds': time.perf_counter() - t, 'rss0_kib': r0, "
@@ -472,7 +473,7 @@ def merge_probe(work: Path, n_runs: int, n_tx: int, runs_at_scale: int) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     grow_mib = (r["rss_kib"] - r["rss0_kib"]) / 1024
     k = runs_at_scale / n_runs
-    from pipeline.merge import BLOCK
+    from pipeline.quant.merge import BLOCK
     return {"runs": n_runs, "transcripts": n_tx, "block": BLOCK, "seconds": r["seconds"], "rss_mib": r["rss_kib"] / 1024,
             "rss_growth_mib": grow_mib, "merged_bytes": merged_bytes, "scale_runs": runs_at_scale,
             "extrapolated_seconds": r["seconds"] * k, "extrapolated_rss_growth_gib": grow_mib * k / 1024,
@@ -572,7 +573,7 @@ def report(res: dict) -> str:
                          f"{ov['quantify_minus_loop_median_s']:+.2f} s", "", ""))
         rows.append(("3", "  startup; after last quant",
                      f"{ov['startup_median_s']:.2f}; {ov['after_last_quant_median_s']:.2f} s", "", ""))
-        rows.append(("3", "  read-through: quant.count_fastq_records on every file", f"{ov['precount_all_runs_s']:.2f} s",
+        rows.append(("3", "  read-through: count_fastq_records on every file", f"{ov['precount_all_runs_s']:.2f} s",
                      "", ""))
         if "md5_pipeline_median_s" in ov:
             rows.append(("3", "diagnostic: same files as ENA table + md5 (file:// mirror)",
@@ -675,7 +676,7 @@ def overhead_section(lg: Luigi, work: Path, ds: dict, index: Path, index_s: floa
     t = time.perf_counter()
     for r in ds["runs"]:
         for f in ds["files"][r]:
-            quant.count_fastq_records(f)
+            count_fastq_records(f)
     precount = time.perf_counter() - t
     loop_med = statistics.median(x["seconds"] for x in loops)
     pipe_med = statistics.median(x["wall_s"] for x in pipes)

@@ -2,7 +2,6 @@
 
 ``luigi --module pipeline MultiSpecies --local-scheduler`` runs every species in ``config_dir``.
 """
-from .tasks import (BatchCleanup, BatchDownload, BatchQuant, BuildIndex, MultiSpecies, Species,  # noqa: F401
-                    SplitMetadata, pipeline)
-from .kallisto import kallisto  # noqa: F401
-from .sra import fasterq_dump  # noqa: F401
+from .tasks import BatchCleanup, BatchDownload, BatchQuant, BuildIndex, MultiSpecies, Species, SplitMetadata
+
+__all__ = ["BatchCleanup", "BatchDownload", "BatchQuant", "BuildIndex", "MultiSpecies", "Species", "SplitMetadata"]

@@ -1,30 +1,68 @@
-"""Plain data records shared by the domain modules: a run and the files it is fetched from.
+"""The records every room of the pipeline shares: runs, the files they come from, per-run results,
+the tools to call, and the name checks that guard them.
 
-Runs travel between tasks as JSON (the batch files under ``work/metadata/batches/``), so every
-record converts to and from a plain dict.
+Runs travel between tasks as JSON (the batch files, the task markers), so every record converts to
+and from a plain dict. Each name rule (accession, species, source) is defined here once.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Optional
-
-ACCESSION_RE = re.compile(r"^[SED]RR[0-9]+$")
-SPECIES_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+import reprlib
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
 
 PAIRED = "PAIRED"
 SINGLE = "SINGLE"
+#: Where a run's reads may come from, in the default order of ``download.sources``.
+SOURCES = ("ena", "sra")
+
+#: Characters of a bad value quoted in a message.
+EXCERPT = 80
+
+_ACCESSION_RE = re.compile(r"[SED]RR[0-9]+")
+_SPECIES_RE = re.compile(r"[A-Za-z0-9_.-]+")
+SPECIES_RULE = "[A-Za-z0-9_.-]+"
 
 
 class InputError(ValueError):
     """Bad user input (config or metadata). The message names the file, key, run or value."""
 
 
-def check_accession(value: str, where: str = "") -> str:
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = EXCERPT
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+_REPR.maxlevel = 2
+
+
+def excerpt(value: Any) -> str:
+    """A bounded ``repr`` of ``value`` (escaped, at most a few levels and items): what a message
+    quotes of a bad value, in bounded time whatever the value holds."""
+    return _REPR.repr(value)
+
+
+def is_accession(value: Any) -> bool:
+    return isinstance(value, str) and _ACCESSION_RE.fullmatch(value) is not None
+
+
+def check_accession(value: Any, where: str = "") -> str:
     """Return ``value`` if it is a run accession (SRR/ERR/DRR + digits), else raise InputError."""
-    if not isinstance(value, str) or not ACCESSION_RE.match(value):
+    if not is_accession(value):
         suffix = f" in {where}" if where else ""
-        raise InputError(f"invalid run accession {value!r}{suffix}: expected ^[SED]RR[0-9]+$")
+        raise InputError(f"invalid run accession {excerpt(value)}{suffix}: expected ^[SED]RR[0-9]+$")
+    return value
+
+
+def species_problem(value: Any) -> Optional[str]:
+    """Why ``value`` cannot name a species' output folder, or None when it can."""
+    if not isinstance(value, str) or _SPECIES_RE.fullmatch(value) is None or value in (".", ".."):
+        return f"must match {SPECIES_RULE} (it names output folders), got {excerpt(value)}"
+    return None
+
+
+def check_species(value: Any) -> str:
+    problem = species_problem(value)
+    if problem:
+        raise InputError(f"invalid species name: {problem}")
     return value
 
 
@@ -77,3 +115,77 @@ class Run:
     @classmethod
     def from_dict(cls, d: dict) -> "Run":
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The external programs, as the settings name them; domain code takes this as an argument."""
+
+    kallisto: str = "kallisto"
+    fasterq_dump: str = "fasterq-dump"
+    gzip_fastq: bool = True  # gzip fasterq-dump's output (level 1) before kallisto
+
+
+class _Result:
+    """A per-run result that is written into a task marker: ``to_dict`` leaves out unset extras."""
+
+    _always: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if v is not None or f.name in self._always:
+                out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class RunDownload(_Result):
+    """What the download step got for one run (a row of a ``download_NNNNN`` marker).
+
+    ``status`` is ``ok``, ``failed``, or ``quantified`` (skipped: its results already exist).
+    """
+
+    run: str
+    status: str = "failed"
+    source: str = ""
+    files: list = field(default_factory=list)  # names in fastq/RUN/
+    bytes: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    expected_reads: Optional[int] = None  # what kallisto's n_processed must equal
+    verified: Optional[bool] = None  # an md5 (or a read-through) vouches for the files
+    capped_bases: Optional[int] = None  # download.max_bp kept this many bases
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class RunQuant(_Result):
+    """What the quant step made of one run (a row of a ``quant_NNNNN`` marker).
+
+    ``status`` is ``ok`` or ``failed``; ``stage`` says where a failed run failed.
+    """
+
+    run: str
+    status: str = "failed"
+    reason: str = ""
+    stage: Optional[str] = None  # download or quant, for a failed run
+    layout: Optional[str] = None
+    n_processed: Optional[int] = None
+    n_pseudoaligned: Optional[int] = None
+    p_pseudoaligned: Optional[float] = None
+    layout_note: Optional[str] = None
+    seconds: Optional[float] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.fileserver import FileServer  # noqa: E402
+from pipeline.testing.fileserver import FileServer  # noqa: E402
 from scripts.make_demo_data import build  # noqa: E402
 
 

@@ -19,7 +19,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from pipeline.simulate import make_species_dataset  # noqa: E402
+from pipeline.testing.simulate import make_species_dataset  # noqa: E402
 
 DEFAULT_ROOT = os.path.join(REPO_ROOT, "config", "demo", "data")
 SEED = 20240601

@@ -36,7 +36,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from pipeline.simulate import ENA_FTP_HOST, METADATA_COLUMNS, ena_fastq_dir  # noqa: E402
+from pipeline.testing.simulate import ENA_FTP_HOST, METADATA_COLUMNS, ena_fastq_dir  # noqa: E402
 
 SPECIES = "Scale_test"
 FIRST_RUN = 1_000_000
@@ -106,8 +106,9 @@ def peak_rss_mib() -> float:
 
 
 def measure(setup: dict, out: str, batch_size: int, max_bytes=None) -> dict:
-    from pipeline import batches, metadata
-    from pipeline.config import load_species_config
+    from pipeline.inputs import metadata
+    from pipeline.plan import batches
+    from pipeline.inputs.species_config import load_species_config
 
     figures = {"rss_mib_start": round(peak_rss_mib(), 1)}
     t = time.perf_counter()
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
     setup = write_setup(args.out, args.runs, args.seed, args.batch_size)
     print(f"wrote {args.runs} runs in {time.perf_counter() - t:.2f} s: {setup['config']}")
     if args.measure:
-        from pipeline.batches import parse_size
+        from pipeline.plan.sizes import parse_size
 
         max_bytes = parse_size(args.max_bytes) if args.max_bytes else None
         for key, value in measure(setup, args.out, args.batch_size, max_bytes).items():

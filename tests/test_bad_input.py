@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, load_species_config
-from pipeline.fileserver import FileServer
+from pipeline.inputs.species_config import ConfigError, load_species_config
+from pipeline.testing.fileserver import FileServer
 
 from helpers import files_under, run_luigi, write_metadata
 
@@ -408,7 +408,7 @@ def test_bad_metadata_is_named_and_nothing_is_planned(inputs, case):
 
 @pytest.mark.parametrize("bad_md5", ["not-an-md5", "0" * 31, "g" * 32])
 def test_malformed_md5_is_rejected_before_downloading(tmp_path, bad_md5):
-    from pipeline.metadata import load_runs
+    from pipeline.inputs.metadata import load_runs
     from pipeline.model import InputError
 
     p = write_table(tmp_path / "m.tsv", ENA_COLUMNS, ena_rows(ena("SRR0000001"), ena("SRR0000002", md5=bad_md5)))
@@ -435,7 +435,7 @@ def _configured_cpu() -> int:
 
 def test_quant_threads_above_the_cpu_resource_is_caught(tmp_path):
     """Rejected up front (exit 35 naming quant.threads): such a task could never get its CPU resource."""
-    from pipeline import simulate
+    from pipeline.testing import simulate
 
     from conftest import need_tool
 

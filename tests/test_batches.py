@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.batches import (DEFAULT_BYTES_PER_BASE, SRA_READ_OVERHEAD, batch_bytes, expected_bytes,
-                              fastq_text_bytes, make_batches, oversized_runs, parse_size, read_batch,
-                              sra_excess, sra_peak_bytes, sra_room, unknown_size_runs, write_batch)
+from pipeline.plan.batches import (batch_bytes, make_batches, oversized_runs, read_batch, sra_room,
+                                   unknown_size_runs, write_batch)
+from pipeline.plan.sizes import (DEFAULT_BYTES_PER_BASE, SRA_READ_OVERHEAD, expected_bytes, fastq_text_bytes,
+                                 parse_size, sra_excess, sra_peak_bytes)
 from pipeline.model import RemoteFile, Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def test_default_factor_is_conservative_against_real_ena_rows():
 
 
 def test_simulated_reads_compress_below_the_factor(tmp_path):
-    from pipeline import simulate
+    from pipeline.testing import simulate
 
     tx = simulate.make_transcriptome(20, 300, 800, seed=3)
     info = simulate.simulate_run(tx, str(tmp_path / "SRR1"), 2000, 75, "PAIRED", seed=4)
@@ -203,8 +204,8 @@ def test_scale_script_writes_a_valid_setup(tmp_path):
         from scripts import make_scale_metadata as m
     finally:
         sys.path.remove(str(ROOT))
-    from pipeline.config import load_species_config
-    from pipeline.metadata import load_runs
+    from pipeline.inputs.species_config import load_species_config
+    from pipeline.inputs.metadata import load_runs
 
     setup = m.write_setup(str(tmp_path), 50, seed=2)
     cfg = load_species_config(setup["config"])

@@ -8,10 +8,13 @@ import threading
 import time
 
 import pytest
+from pathlib import Path
 
-from pipeline import disk
-from pipeline.disk import (DiskSampler, DiskSpaceError, available_bytes, check_space, free_bytes, human,
-                           tree_bytes, wait_for_space)
+from pipeline.plan import space as disk
+from pipeline.plan.sizes import human
+from pipeline.plan.space import (DiskSpaceError, available_bytes, check_space, free_bytes, tree_bytes,
+                                 wait_for_space)
+from pipeline.testing.disk_sampler import DiskSampler
 
 KiB = 1024
 
@@ -72,12 +75,12 @@ def test_check_space_fails_through_min_free(tmp_path):
         check_space(tmp_path, need=1, min_free=margin)
 
 
-def test_check_space_with_a_simulated_free_figure(tmp_path):
-    assert check_space(tmp_path, need=600, min_free=400, free=1000) == 1000
+def test_check_space_message_names_what_where_and_how_much(tmp_path):
+    assert check_space(tmp_path, need=600, min_free=400, limit=1000) == 1000
     with pytest.raises(DiskSpaceError) as e:
-        check_space(tmp_path, need=600, min_free=401, free=1000, what="batch 7 of Testus")
-    assert str(e.value) == (f"batch 7 of Testus needs 600 B (+ 401 B margin) under {tmp_path} "
-                            "but only 1000 B is free")
+        check_space(tmp_path, need=600, min_free=401, limit=1000, what="batch 7 of Testus")
+    assert str(e.value).startswith(f"batch 7 of Testus needs 600 B (+ 401 B margin) under {tmp_path} "
+                                   "but only 1000 B is free (disk_limit 1000 B with 0 B already used")
     with pytest.raises(ValueError):
         check_space(tmp_path, need=-1)
 
@@ -192,7 +195,11 @@ def test_disk_sampler_sums_several_paths(tmp_path):
         DiskSampler(tmp_path, interval=0)
 
 
-def test_module_exports():
-    for name in ("DiskSpaceError", "free_bytes", "check_space", "wait_for_space", "human", "tree_bytes",
-                 "DiskSampler", "available_bytes"):
-        assert hasattr(disk, name)
+def test_no_production_module_imports_the_test_kit():
+    """pipeline.testing (loopback server, simulator, disk sampler) is for tests, the demo and the
+    benchmarks: no module outside it imports it."""
+    import re
+    root = Path(__file__).resolve().parents[1] / "pipeline"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if "testing" not in p.parts
+                 and re.search(r"^\s*(from|import)\s+(pipeline\.testing|\.+testing)\b", p.read_text(), re.M)]
+    assert offenders == []

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import simulate
-from pipeline.disk import DiskSampler
-from pipeline.fileserver import FileServer
+from pipeline.testing import simulate
+from pipeline.testing.disk_sampler import DiskSampler
+from pipeline.testing.fileserver import FileServer
 
 from conftest import need_tool
 from helpers import files_under, run_luigi, write_species

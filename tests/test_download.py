@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from pipeline.download import DownloadError, RetryPolicy, apply_mirrors, fetch
-from pipeline.fileserver import FileServer
+from pipeline.fetch.retry import RetryPolicy
+from pipeline.fetch.transfer import DownloadError, apply_mirrors, fetch
+from pipeline.testing.fileserver import FileServer
 from pipeline.model import RemoteFile
 from pipeline.runlog import RunLog
 

@@ -17,10 +17,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from conftest import need_shared  # noqa: E402
-from pipeline import ena  # noqa: E402
-from pipeline.download import RetryPolicy  # noqa: E402
-from pipeline.ena import FIELDS, EnaError, fetch_search, search_url  # noqa: E402
-from pipeline.metadata import load_runs  # noqa: E402
+from pipeline.inputs import ena  # noqa: E402
+from pipeline.fetch.retry import RetryPolicy  # noqa: E402
+from pipeline.inputs.ena import FIELDS, EnaError, fetch_search, search_url  # noqa: E402
+from pipeline.inputs.metadata import load_runs  # noqa: E402
 
 QUERY = 'tax_eq(104421) AND library_strategy="RNA-Seq" AND library_source="TRANSCRIPTOMIC"'
 FAST = RetryPolicy(attempts=4, backoff_base=0.01, backoff_max=0.02, stall_seconds=5)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline.fileserver import FileServer, parse_range  # noqa: E402
+from pipeline.testing.fileserver import FileServer, parse_range  # noqa: E402
 
 FASTQ = "/vol1/fastq/DRR900/DRR900001/DRR900001_1.fastq.gz"
 BIG = "/big.bin"
@@ -343,7 +343,7 @@ def test_throttle_changed_at_runtime(server):
 
 def test_cli_prints_url_and_serves(tree):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.fileserver", str(tree), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.testing.fileserver", str(tree), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     try:
         line = proc.stdout.readline().decode()

@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import simulate
-from pipeline.fileserver import FileServer
+from pipeline.testing import simulate
+from pipeline.testing.fileserver import FileServer
 
 from conftest import need_tool
 from helpers import ROOT, files_under, run_luigi, write_species

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import merge
-from pipeline.merge import MEASURES, QC_COLUMNS, merge_species
+from pipeline.quant import merge
+from pipeline.quant.merge import MEASURES, QC_COLUMNS, merge_species
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "target_id\tlength\teff_length\test_counts\ttpm"
@@ -201,7 +201,7 @@ def test_qc_table_columns_and_values(tmp_path):
 def test_merge_module_does_not_import_pandas():
     """merge.py alone (the package __init__ bypassed, so other modules' imports do not count)."""
     code = ("import sys, types; pkg = types.ModuleType('pipeline'); pkg.__path__ = [sys.argv[1]]; "
-            "sys.modules['pipeline'] = pkg; import pipeline.merge; "
+            "sys.modules['pipeline'] = pkg; import pipeline.quant.merge; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'numpy')))")
     r = subprocess.run([sys.executable, "-c", code, str(ROOT / "pipeline")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -217,13 +217,13 @@ class Spy:
             mine = [f.filename for f in traceback.extract_stack() if f.filename.startswith(sys.argv[1])]
             Spy.importer = mine[-1] if mine else "?"
 sys.meta_path.insert(0, Spy())
-import pipeline.merge
+import pipeline.quant.merge
 print("pandas" in sys.modules, Spy.importer)
 """
 
 
 def test_import_pipeline_merge_leaves_pandas_out():
-    """``import pipeline.merge`` in a fresh interpreter (package __init__ and all it imports): pandas
+    """``import pipeline.quant.merge`` in a fresh interpreter (package __init__ and all it imports): pandas
     is not loaded; a failure names the module of ours that imported it."""
     r = subprocess.run([sys.executable, "-c", SPY, str(ROOT / "pipeline")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

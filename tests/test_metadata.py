@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.metadata import (
+from pipeline.inputs.metadata import (
     ODP_URL,
     detect_format,
     load_runs,
@@ -372,7 +372,7 @@ def test_detect_format_columns():
 
 
 def test_importing_metadata_does_not_import_pandas():
-    code = "import sys, pipeline.metadata; print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))"
+    code = "import sys, pipeline.inputs.metadata; print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

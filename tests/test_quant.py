@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import quant, simulate
+from pipeline.quant import quantify as quant
+from pipeline.testing import simulate
 from pipeline.runlog import RunLog
 
 from conftest import need_tool
@@ -43,8 +44,8 @@ def _cut(src: Path, dest: Path, keep: float = 0.5) -> Path:
 
 def test_unverified_files_are_read_through_and_match_n_processed(ds, tmp_path):
     res, log = _quant(ds, tmp_path, ds["files"]["DRR000101"])
-    assert res["status"] == "ok", res
-    assert res["n_processed"] == 2000
+    assert res.status == "ok", res
+    assert res.n_processed == 2000
     assert "read through 2000 spots while kallisto ran" in log
     kept = json.loads((tmp_path / "quant" / "DRR000101" / "pipeline_run.json").read_text())
     assert kept["expected_reads"] == 2000
@@ -52,7 +53,7 @@ def test_unverified_files_are_read_through_and_match_n_processed(ds, tmp_path):
 
 def test_verified_files_are_not_read_through(ds, tmp_path):
     res, log = _quant(ds, tmp_path, ds["files"]["DRR000101"], verified=True, expected_reads=2000)
-    assert res["status"] == "ok", res
+    assert res.status == "ok", res
     assert "quant: ok, n_processed=2000" in log, log  # the log was written: the absence below means something
     assert "read through" not in log
 
@@ -67,7 +68,7 @@ def test_truncated_gzip_fails_although_kallisto_exits_0(ds, tmp_path):
                         capture_output=True).returncode
     assert rc == 0
     res, log = _quant(ds, tmp_path, [r1, cut])
-    assert res["status"] == "failed" and "truncated" in res["reason"] and "cut_2.fastq.gz" in res["reason"]
+    assert res.status == "failed" and "truncated" in res.reason and "cut_2.fastq.gz" in res.reason
     assert not (tmp_path / "quant" / "DRR000101").exists()
     assert not list((tmp_path / "quant").glob(".*.tmp"))
 
@@ -78,33 +79,33 @@ def test_mates_of_different_lengths_fail(ds, tmp_path):
     with gzip.open(r2, "rb") as src, gzip.open(short, "wb") as out:
         out.writelines(src.readlines()[:-4])  # one record fewer, a valid gzip
     res, _ = _quant(ds, tmp_path, [r1, short])
-    assert res["status"] == "failed" and "mates differ in read count: 2000 vs 1999" in res["reason"]
+    assert res.status == "failed" and "mates differ in read count: 2000 vs 1999" in res.reason
     assert not (tmp_path / "quant" / "DRR000101").exists()
 
 
 def test_count_read_disagreeing_with_metadata_fails(ds, tmp_path):
     res, _ = _quant(ds, tmp_path, ds["files"]["DRR000101"], expected_reads=2500)
-    assert res["status"] == "failed" and res["reason"] == "2000 spots in the files but the metadata says 2500"
+    assert res.status == "failed" and res.reason == "2000 spots in the files but the metadata says 2500"
     assert not (tmp_path / "quant" / "DRR000101").exists()
 
 
 def test_verified_run_with_wrong_expected_count_fails_on_n_processed(ds, tmp_path):
     res, _ = _quant(ds, tmp_path, ds["files"]["DRR000101"], verified=True, expected_reads=2500)
-    assert res["status"] == "failed" and "kallisto processed 2000 reads but the metadata says 2500" in res["reason"]
+    assert res.status == "failed" and "kallisto processed 2000 reads but the metadata says 2500" in res.reason
 
 
 def test_missing_file_is_a_named_failure(ds, tmp_path):
     r1, _ = ds["files"]["DRR000101"]
     res, _ = _quant(ds, tmp_path, [r1, tmp_path / "absent_2.fastq.gz"])
-    assert res["status"] == "failed" and "absent_2.fastq.gz" in res["reason"]
+    assert res.status == "failed" and "absent_2.fastq.gz" in res.reason
     assert not (tmp_path / "quant" / "DRR000101").exists()
 
 
 def test_a_failed_attempt_leaves_an_earlier_result_alone(ds, tmp_path):
     good, _ = _quant(ds, tmp_path, ds["files"]["DRR000101"])
-    assert good["status"] == "ok"
+    assert good.status == "ok"
     before = (tmp_path / "quant" / "DRR000101" / "abundance.tsv").read_bytes()
     r1, r2 = ds["files"]["DRR000101"]
     res, _ = _quant(ds, tmp_path, [r1, _cut(r2, tmp_path / "cut_2.fastq.gz")])
-    assert res["status"] == "failed"
+    assert res.status == "failed"
     assert (tmp_path / "quant" / "DRR000101" / "abundance.tsv").read_bytes() == before

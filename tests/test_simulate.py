@@ -15,8 +15,8 @@ import pytest
 # Make ``import pipeline`` work without an installed package or a conftest.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline import simulate  # noqa: E402
-from pipeline.simulate import (  # noqa: E402
+from pipeline.testing import simulate  # noqa: E402
+from pipeline.testing.simulate import (  # noqa: E402
     ena_fastq_dir,
     make_species_dataset,
     make_transcriptome,

@@ -14,7 +14,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from conftest import need_shared, need_tool  # noqa: E402
-from pipeline import quant, sra  # noqa: E402
+from pipeline.fetch import sra  # noqa: E402
+from pipeline.reads import fastq  # noqa: E402
 from pipeline.runlog import RunLog  # noqa: E402
 
 XML_ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
@@ -145,7 +146,7 @@ def test_hoxc_paired_sra_quantifies_like_the_fastq_route(tmp_path, monkeypatch, 
     assert [p.name for p in paths] == [f"SRRHOXC_1{ext}", f"SRRHOXC_2{ext}"]
     assert sorted(os.listdir(dest)) == [p.name for p in paths]  # temp folder gone, nothing else
     assert [records(p) for p in paths] == [10000, 10000]
-    assert quant.count_fastq_records(paths[0]) == 10000
+    assert fastq.count_fastq_records(paths[0]) == 10000
     assert os.listdir(home) == [] and os.listdir(cwd) == []  # nothing written to HOME or the cwd
     text = log.path.read_text()
     assert "$ " + exe + " --split-3" in text and "10000 spots read, 20000 reads written" in text

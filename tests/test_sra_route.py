@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import batches, sources, sra
-from pipeline.download import RetryPolicy
-from pipeline.fileserver import FileServer
+from pipeline.fetch import sources, sra
+from pipeline.plan import sizes
+from pipeline.fetch.retry import RetryPolicy
+from pipeline.testing.fileserver import FileServer
 from pipeline.model import Run
 from pipeline.runlog import RunLog
 
@@ -94,8 +95,8 @@ def test_conversion_estimate_covers_what_fasterq_dump_writes(tmp_path, name, lay
     paths = sra.sra_to_fastq(src, tmp_path / "out", "SRR0000001", compress=False)
     size, bases, spots = _plain_fastq_bytes_and_counts(paths)
     r = Run(run="SRR0000001", layout=layout, read_count=spots, base_count=bases, sra_bytes=src.stat().st_size)
-    assert batches.fastq_text_bytes(r) >= size
-    assert batches.sra_peak_bytes(r) >= src.stat().st_size + 2 * size
+    assert sizes.fastq_text_bytes(r) >= size
+    assert sizes.sra_peak_bytes(r) >= src.stat().st_size + 2 * size
 
 
 class _WatchedLock:
@@ -135,12 +136,13 @@ def test_a_batchs_sra_routes_take_turns(tmp_path):
 
         def one(r):
             start.wait()
-            return sources.obtain_run(r, fastq, mirrors, RetryPolicy(attempts=2, backoff_base=0.05),
-                                      RunLog(tmp_path / f"{r.run}.log"), ["sra"], sra_lock=lock)
+            setup = sources.FetchSetup(policy=RetryPolicy(attempts=2, backoff_base=0.05), mirrors=mirrors,
+                                       sources=["sra"], sra_lock=lock)
+            return sources.obtain_run(r, fastq / r.run, setup, RunLog(tmp_path / f"{r.run}.log"))
 
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(one, runs))
-    assert [r["status"] for r in results] == ["ok", "ok"], results
+    assert [r.status for r in results] == ["ok", "ok"], results
     assert len(lock.seen) == 2
     assert lock.seen[0] == []  # the first holder starts on an empty folder: the other one waits
     first = lock.seen[1][0].split("/")[0]

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from pipeline import simulate, status
-from pipeline.fileserver import FileServer
+from pipeline.cli import status
+from pipeline.testing import simulate
+from pipeline.testing.fileserver import FileServer
 
 from conftest import need_tool
 from helpers import LUIGI, ROOT, run_luigi, write_species

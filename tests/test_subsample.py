@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import simulate, subsample
+from pipeline.reads import cap as subsample
+from pipeline.testing import simulate
 
 
 @pytest.fixture(scope="module")

@@ -6,70 +6,28 @@ corrupt download never reaches a later step.
 """
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import http.client
 import os
-import random
 import re
 import shutil
-import socket
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .model import RemoteFile
-from .runlog import RunLog
+from ..model import RemoteFile
+from ..runlog import RunLog
+from .http import CHUNK, RETRY_STATUSES, USER_AGENT, parse_content_range, read_blocks, retry_after
+from .retry import Retryable, RetryPolicy, wait_or_give_up
 
-CHUNK = 1 << 20
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-#: HTTP statuses worth another attempt (the server is busy or briefly broken).
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-USER_AGENT = "rnaseq-batch-pipeline/0.1"
+#: A local file name the pipeline will write: no folders, no leading dot, nothing to escape.
+SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class DownloadError(Exception):
     """A file could not be obtained intact. The message names the URL and the reason."""
-
-
-class Retryable(Exception):
-    """A transfer attempt failed in a way another attempt may not (``wait``: a server's hint)."""
-
-    def __init__(self, reason: str, wait: Optional[float] = None):
-        super().__init__(reason)
-        self.wait = wait
-
-
-@dataclass
-class RetryPolicy:
-    attempts: int = 6  # transfers tried per file before giving up
-    backoff_base: float = 2.0  # seconds before the 2nd attempt; doubles each time
-    backoff_max: float = 120.0
-    stall_seconds: float = 60.0  # no bytes for this long aborts the attempt (then resumes)
-    max_retry_after: float = 600.0  # cap on a server's Retry-After
-
-    def delay(self, attempt: int, hinted: Optional[float] = None) -> float:
-        """Seconds to wait before attempt ``attempt + 1``: capped exponential back-off with jitter."""
-        if hinted is not None:
-            return min(max(hinted, 0.0), self.max_retry_after)
-        base = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
-        return base * (0.5 + random.random() / 2)
-
-
-def wait_or_give_up(policy: RetryPolicy, attempt: int, why: Retryable, log: RunLog, label: str,
-                    give_up: Callable[[str], Exception]) -> None:
-    """After attempt ``attempt`` failed with ``why``: raise ``give_up(message)`` when it was the
-    last one, else log and sleep the back-off (or the server's hint) before the next."""
-    if attempt >= policy.attempts:
-        log.write(f"{label}: attempt {attempt}: {why}; giving up")
-        raise give_up(f"failed after {attempt} attempts; last: {why}") from None
-    wait = policy.delay(attempt, why.wait)
-    log.write(f"{label}: attempt {attempt}: {why}; retrying in {wait:.1f} s")
-    time.sleep(wait)
 
 
 def apply_mirrors(url: str, mirrors: dict) -> str:
@@ -82,7 +40,7 @@ def apply_mirrors(url: str, mirrors: dict) -> str:
 
 
 def safe_name(name: str, fallback: str) -> str:
-    return name if SAFE_NAME_RE.match(name or "") and len(name) < 200 else fallback
+    return name if SAFE_NAME_RE.fullmatch(name or "") and len(name) < 200 else fallback
 
 
 def md5_file(path, start_hash=None) -> str:
@@ -91,27 +49,6 @@ def md5_file(path, start_hash=None) -> str:
         for block in iter(lambda: fh.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _parse_content_range(value: Optional[str]):
-    m = re.match(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", value or "")
-    if not m:
-        return None
-    total = None if m.group(3) == "*" else int(m.group(3))
-    return int(m.group(1)), int(m.group(2)), total
 
 
 def _verify(part: Path, rf: RemoteFile, url: str, digest: Optional[str]) -> None:
@@ -147,7 +84,7 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
             part.unlink()  # our partial file is longer than the server's: start over
             raise Retryable(f"HTTP 416 on resume from byte {have}; restarting", wait=0)
         if e.code in RETRY_STATUSES:
-            raise Retryable(f"HTTP {e.code}", wait=_retry_after(e.headers.get("Retry-After")))
+            raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After")))
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
@@ -157,7 +94,7 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
         h = hashlib.md5() if rf.md5 else None
         if have:
             if resp.status == 206:
-                cr = _parse_content_range(resp.headers.get("Content-Range"))
+                cr = parse_content_range(resp.headers.get("Content-Range"))
                 if not cr or cr[0] != have or (rf.bytes is not None and cr[2] not in (None, rf.bytes)):
                     part.unlink()
                     raise Retryable(f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
@@ -182,23 +119,6 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
         if rf.bytes is not None and done < rf.bytes:
             raise Retryable(f"short read: {done} of {rf.bytes} bytes")
     return h.hexdigest() if h is not None else None
-
-
-def read_blocks(resp, policy: RetryPolicy, at: int = 0):
-    """Yield a response body's blocks as they arrive (so a ``.part`` grows as data comes). A
-    silence of ``policy.stall_seconds`` or a dropped connection raises Retryable naming the byte."""
-    done = at
-    while True:
-        try:
-            block = resp.read1(CHUNK)
-        except socket.timeout:
-            raise Retryable(f"stalled: no data for {policy.stall_seconds:g} s at byte {done}")
-        except (OSError, http.client.HTTPException) as e:
-            raise Retryable(f"connection dropped at byte {done}: {e!r}")
-        if not block:
-            return
-        done += len(block)
-        yield block
 
 
 def _fetch_local(path: Path, part: Path) -> None:

@@ -18,7 +18,7 @@ from itertools import repeat
 from pathlib import Path
 
 from . import kallisto
-from .util import atomic_write_text
+from ..files import atomic_write_text, staged_file
 
 MEASURES = ("est_counts", "tpm", "eff_length")
 QC_COLUMNS = ["run", "layout", "n_processed", "n_pseudoaligned", "p_pseudoaligned"]

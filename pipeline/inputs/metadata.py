@@ -31,7 +31,7 @@ import zlib
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional
 
-from .metadata_formats import (
+from .formats import (
     _RUN_COLUMN,
     _Row,
     _amalgkit_flags,
@@ -41,10 +41,11 @@ from .metadata_formats import (
     _parse_integrate,
     _parse_runinfo,
 )
-# Defined in metadata_formats, re-exported (see __all__) for callers of pipeline.metadata.
-from .metadata_formats import ODP_URL, normalise_url, pick_mates
-from .model import PAIRED, SINGLE, InputError, Run, check_accession
-from .util import atomic_write_text
+# Defined in formats, re-exported (see __all__) for callers of pipeline.metadata.
+from .formats import ODP_URL, normalise_url, pick_mates
+from ..model import PAIRED, SINGLE, InputError, Run, check_accession
+from ..files import atomic_write_text
+from .selection import SELECTION_KEYS, check_selection
 
 __all__ = [
     "ODP_URL",
@@ -54,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SELECTION_KEYS = ("library_strategy", "library_source", "layout", "exclude_runs", "max_runs")
 
 #: Column consulted for each selection key, by preference, whatever the format.
 SELECTION_COLUMNS = {
@@ -195,49 +195,6 @@ def read_table(path) -> Table:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_selection(selection: Optional[dict]) -> dict:
-    """Validate ``selection`` and return it in canonical form (unset keys dropped)."""
-    if selection is None:
-        return {}
-    if not isinstance(selection, dict):
-        raise InputError(f"selection must be a mapping, got {type(selection).__name__}")
-    unknown = sorted(str(k) for k in selection if k not in SELECTION_KEYS)
-    if unknown:
-        raise InputError(
-            f"unknown selection key(s) {', '.join(unknown)}: known keys are {', '.join(SELECTION_KEYS)}"
-        )
-    out: dict = {}
-    for key in ("library_strategy", "library_source"):
-        v = selection.get(key)
-        if v is None:
-            continue
-        values = [v] if isinstance(v, str) else v
-        if not isinstance(values, (list, tuple)) or not all(isinstance(x, str) and x.strip() for x in values):
-            raise InputError(f"selection {key} must be a string or a list of strings, got {v!r}")
-        if values:
-            out[key] = [x.strip() for x in values]
-    v = selection.get("layout")
-    if v is not None:
-        if not isinstance(v, str) or v.strip().upper() not in (PAIRED, SINGLE):
-            raise InputError(f"selection layout must be PAIRED or SINGLE, got {v!r}")
-        out["layout"] = v.strip().upper()
-    v = selection.get("exclude_runs")
-    if v is not None:
-        values = [v] if isinstance(v, str) else v
-        if not isinstance(values, (list, tuple)):
-            raise InputError(f"selection exclude_runs must be a list of run accessions, got {v!r}")
-        out["exclude_runs"] = {
-            check_accession(x.strip() if isinstance(x, str) else x, "selection exclude_runs")
-            for x in values
-        }
-    v = selection.get("max_runs")
-    if v is not None:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise InputError(f"selection max_runs must be a whole number >= 1, got {v!r}")
-        out["max_runs"] = v
-    return out
-
-
 def _selection_reason(run: Run, attrs: dict, sel: dict) -> Optional[str]:
     if run.run in sel.get("exclude_runs", ()):
         return "exclude_runs lists this run"
@@ -268,7 +225,7 @@ def load_runs(path, selection: dict | None = None) -> tuple[list[Run], list[tupl
     table, an unknown format or selection key, and (integrate tables) a missing local file of a
     selected run raise InputError.
     """
-    sel = _check_selection(selection)
+    sel = check_selection(selection)
     path = Path(path)
     table = read_table(path)
     fmt = table.fmt

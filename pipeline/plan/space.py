@@ -1,4 +1,4 @@
-"""Free-space guard for the download step, and tools to measure how much disk a run really used.
+"""The free-space guard of the download step, and measuring how much disk a tree uses.
 
 Two ways of saying how much room there is:
 
@@ -10,20 +10,16 @@ Two ways of saying how much room there is:
 
 :func:`check_space` raises :class:`DiskSpaceError` when ``need + min_free`` does not fit;
 :func:`wait_for_space` polls until it does (another batch's cleanup may free room) or times out.
-:class:`DiskSampler` records the peak of ``tree_bytes`` over a task or a benchmark.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Optional
 
-PathLike = Union[str, "os.PathLike[str]"]
-
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+from .sizes import human
 
 
 class DiskSpaceError(Exception):
@@ -36,21 +32,6 @@ class DiskSpaceError(Exception):
         self.need = need
         self.min_free = min_free
         self.available = available
-
-
-def human(n) -> str:
-    """``512 B``, ``1.5 KiB``, ``40.0 GiB``: binary units, one decimal above bytes."""
-    n = int(n)
-    if n < 0:
-        return "-" + human(-n)
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in _UNITS[1:]:
-        value /= 1024.0
-        if value < 1024.0 or unit == _UNITS[-1]:
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _existing(path) -> Path:
@@ -128,20 +109,16 @@ def available_bytes(path, limit: Optional[int] = None, used_root=None) -> int:
 
 
 def check_space(path, need: int, min_free: int = 0, *, limit: Optional[int] = None, used_root=None,
-                free: Optional[int] = None, what: str = "batch") -> int:
+                what: str = "batch") -> int:
     """Raise DiskSpaceError unless ``need`` bytes plus a ``min_free`` margin fit under ``path``.
 
-    Room is :func:`available_bytes` (``limit``/``used_root`` as there), or ``free`` when given
-    (a measurement made elsewhere, or a simulated disk in tests). Returns the room found. The
+    Room is :func:`available_bytes` (``limit``/``used_root`` as there). Returns the room found. The
     message reads ``batch needs 3.0 GiB (+ 10.0 GiB margin) under /out/fastq but only 1.2 GiB is
     free``; ``what`` replaces ``batch`` (e.g. ``"batch 7 of Homo_sapiens"``).
     """
     if need < 0 or min_free < 0:
         raise ValueError(f"need and min_free must be >= 0, got need={need}, min_free={min_free}")
-    if free is not None:
-        avail, detail = int(free), ""
-    else:
-        avail, detail = _measure(path, limit, used_root)
+    avail, detail = _measure(path, limit, used_root)
     if need + min_free > avail:
         raise DiskSpaceError(
             f"{what} needs {human(need)} (+ {human(min_free)} margin) under {path} "
@@ -205,62 +182,3 @@ def wait_for_space(path, need: int, min_free: int = 0, timeout_s: float = 0, pol
         if last_said is not None:
             say(f"disk space: {human(avail)} free under {path} after waiting {clock() - start:.0f} s")
         return avail
-
-
-class DiskSampler:
-    """Sample ``tree_bytes`` of some paths in a thread every ``interval`` s, to find the peak.
-
-    ::
-
-        with DiskSampler([layout.fastq], interval=0.05) as s:
-            run_pipeline()
-        assert s.peak <= budget
-
-    ``samples`` is ``[(seconds since start, bytes), ...]`` (one taken on entry, one on exit);
-    ``peak`` is the largest and ``peak_at`` its time. Sampling can miss a peak shorter than
-    ``interval``, so ``peak`` is a lower bound of the true peak; :meth:`sample` forces one.
-    """
-
-    def __init__(self, paths: Union[PathLike, Iterable[PathLike]], interval: float = 0.05):
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self.paths = [Path(p) for p in paths]
-        if interval <= 0:
-            raise ValueError(f"interval must be > 0, got {interval}")
-        self.interval = interval
-        self.samples: list[tuple[float, int]] = []
-        self.peak = 0
-        self.peak_at = 0.0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._t0 = 0.0
-
-    def sample(self) -> int:
-        """Take one sample now; return its bytes."""
-        b = sum(tree_bytes(p) for p in self.paths)
-        t = time.monotonic() - self._t0
-        with self._lock:
-            self.samples.append((t, b))
-            if b > self.peak or len(self.samples) == 1:
-                self.peak, self.peak_at = b, t
-        return b
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def __enter__(self) -> "DiskSampler":
-        self._t0 = time.monotonic()
-        self._stop.clear()
-        self.sample()
-        self._thread = threading.Thread(target=self._loop, name="DiskSampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self.sample()

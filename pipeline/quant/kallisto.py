@@ -2,21 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
-
-import luigi
-
-
-class kallisto(luigi.Config):
-    """``[kallisto]`` in luigi.cfg."""
-
-    binary = luigi.Parameter(default="kallisto", description="kallisto executable")
-
-
-def binary() -> str:
-    return kallisto().binary
 
 
 def index_args(fasta, index_path, exe: str = "kallisto", kmer: Optional[int] = None) -> list[str]:
@@ -41,6 +30,26 @@ def quant_args(index, outdir, fastqs: Sequence, threads: int = 1, single: bool =
     elif len(fastqs) != 2:
         raise ValueError(f"paired-end quant takes two FASTQs, got {len(fastqs)}")
     return args + fastqs
+
+
+def version_args(exe: str = "kallisto") -> list[str]:
+    return [exe, "version"]
+
+
+def parse_version(text: str) -> Optional[str]:
+    """``0.48.0`` from ``kallisto, version 0.48.0``."""
+    m = re.search(r"version\s+(\S+)", text)
+    return m.group(1) if m else None
+
+
+def version(exe: str = "kallisto") -> Optional[str]:
+    """The installed kallisto's version, or None when it cannot be run."""
+    try:
+        out = subprocess.run(version_args(exe), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                             timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_version(out.stdout + out.stderr)
 
 
 def run(args: list[str], log_path) -> int:

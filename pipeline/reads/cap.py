@@ -9,9 +9,10 @@ gzip raise CapError.
 from __future__ import annotations
 
 import gzip
-import os
 from contextlib import ExitStack
 from pathlib import Path
+
+from ..files import staged_path
 
 
 class CapError(Exception):
@@ -72,19 +73,17 @@ def cap_reads(paths: list, max_bp: int, over: bool = False) -> dict:
     written.
     """
     paths = [Path(p) for p in paths]
-    tmps = [p.with_name(f".{p.name}.cap.tmp") for p in paths]
     try:
-        if not over:
-            seen = _take(paths, max_bp, None)
-            if not seen["capped"]:
-                return seen
-        kept = _take(paths, max_bp, tmps)
-        if kept["capped"]:
-            for t, p in zip(tmps, paths):
-                os.replace(t, p)
-        return kept
+        with ExitStack() as stack:
+            tmps = [stack.enter_context(staged_path(p, "cap")) for p in paths]
+            if not over:
+                seen = _take(paths, max_bp, None)
+                if not seen["capped"]:
+                    return seen
+            kept = _take(paths, max_bp, tmps)
+            if not kept["capped"]:
+                for t in tmps:  # nothing was dropped: the originals stay
+                    t.unlink()
+            return kept
     except (OSError, EOFError) as e:
         raise CapError(f"cannot read {paths[0]}: {e}") from None
-    finally:
-        for t in tmps:
-            t.unlink(missing_ok=True)

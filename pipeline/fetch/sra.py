@@ -1,49 +1,11 @@
 """The ``.sra`` route: a local ``.sra`` file to FASTQ with ``fasterq-dump``, offline.
 
-``fasterq-dump`` is always given the absolute path of a local file, never a bare accession (a
-name that is not an existing file is looked up at NCBI over the network), and ``prefetch`` is never
-used: the pipeline fetches the ``.sra`` file itself (``download.fetch``), verified, then converts it.
-
-Everything the tool writes stays inside the run's output folder. ``sra_to_fastq`` runs it in a fresh
-``DEST/.RUN.fqd.tmp/`` folder holding its output (``out/``), its own temp files (``-t tmp/``, where
-it makes ``fasterq.tmp.HOST.PID/``), the working directory and, for the child only, ``HOME`` and
-``NCBI_SETTINGS``. That folder is removed whatever happens (exit 3 on "output file exists" leaves its
-``fasterq.tmp.*`` folder behind, for one). Only the final FASTQs are renamed into ``DEST``.
-
-Measured with sra-toolkit 3.0.3 (Debian), strace'd on a local file:
-
-* It writes nothing to ``HOME`` or the working directory: it only *reads* ``/etc/ncbi/*.kfg`` and
-  ``$HOME/.ncbi/user-settings.mkfg`` (or the file named by ``NCBI_SETTINGS`` instead).
-* It does touch the network even for a local file: a cloud probe (DNS for
-  ``metadata.google.internal``, waiting up to 5 s, then ``GET http://169.254.169.254/...`` waiting
-  up to 0.5 s). ``/libs/cloud/provider = "n"`` in the settings file stops it (0 connections), so each
-  call gets a private settings file with that line, and ``HOME`` pointing inside the temp folder so
-  no cache or config can land in the user's home. The user's own ``~/.ncbi`` settings are not read.
-* Output names come from the *file* name, not the run (``x.part`` gives ``x.part_1.fastq``), so the
-  outputs are picked by suffix. The summary ("spots read : 10,000" ...) goes to stderr.
-* Exit codes: 0 on success; 3 for the aligned cSRA ``SRR2096940.sra`` whose references are remote
-  ("can't open CM000681.1 as a RefSeq or as a WGS"), and 3 again when an output file already exists
-  and ``--force`` is absent (hence ``--force``: the output folder is ours alone).
-* ``--split-3`` writes ``RUN_1``/``RUN_2`` for spots with both reads and ``RUN.fastq`` for reads whose
-  mate is empty; that unpaired file is dropped for paired runs (kallisto quantifies pairs only), so
-  the pairs kept can be fewer than the run's spots: the log says how many spots fasterq-dump read.
-* 454 runs (``SRR045450``, ``SRR053325``): with ``--skip-technical`` one spot of 4 reads becomes one
-  biological read in ``RUN.fastq`` (adapter/key/linker reads dropped): single-end.
-
-Compression (``[fasterq_dump] gzip``, default **on**). Figures on SRRHOXC (10,000 pairs of 50 bp,
-2-core machine, medians of 7): fasterq-dump alone 0.060 s (``-e 1`` or ``-e 2``) giving 3.93 MB of
-plain FASTQ; gzip both mates with the stdlib at level 1: 0.018 s one after the other, 0.010 s in two
-threads (786 kB, 20.0 % of plain); level 3: 0.028 s (17.8 %); level 6: 0.096 s (14.9 %). The
-``gzip`` 1.12 binary is slower than the in-process zlib 1.2.13 at every level (level 1: 0.030 s,
-two processes 0.015 s); ``pigz`` is not installed. kallisto 0.48 quant: 0.017 s on plain, 0.023 s on
-.gz (a 98 MB copy: 0.19 s vs 0.35 s with the tiny HOXC index; with a real transcriptome index the
-pseudoalignment dominates and the gap shrinks); ``abundance.tsv`` is byte-identical either way.
-The whole ``sra_to_fastq`` call: 0.062 s plain, 0.074 s gzipped with ``threads=2`` (0.099 s with 1).
-Chosen: gzip at level 1 with the stdlib, mates in parallel when ``threads`` > 1, because a batch's
-reads wait on disk until the whole batch is downloaded and converted before kallisto starts, so
-files 5x smaller matter more than ~20 % more conversion time; and the files then have the same
-names and form as the ENA route's (``RUN_1.fastq.gz``). Set ``gzip = false`` where disk is plentiful
-and CPU is short. (HOXC's qualities are all 'I', so real reads compress less well than 20 %.)
+``fasterq-dump`` is always given the absolute path of a local file, never a bare accession (which
+it would look up at NCBI), and ``prefetch`` is never used: the pipeline fetches the ``.sra`` file
+itself, verified, then converts it in a private temp folder inside the run's folder, with its own
+``HOME`` and settings (no cloud probe). Only the final FASTQs are renamed into place; by default
+they are gzipped (level 1) so that both routes leave the same files. ``docs/measurements.md``
+keeps what was measured of fasterq-dump 3.0.3 to choose this.
 """
 from __future__ import annotations
 
@@ -57,13 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Optional
 
-import luigi
-
-from .download import SAFE_NAME_RE
-from .runlog import RunLog
+from ..files import temp_path
+from ..runlog import RunLog
+from .transfer import SAFE_NAME_RE
 
 SRA_MAGIC = b"NCBI.sra"
-GZIP_LEVEL = 1  # see the figures above: level 3 saves 2 % more for 55 % more time
+GZIP_LEVEL = 1  # level 3 saves 2 % more for 55 % more time (docs/measurements.md)
 TMP_SUFFIX = ".fqd.tmp"
 NCBI_SETTINGS_TEXT = (
     "# written by rnaseq-batch-pipeline for one fasterq-dump call on a local file\n"
@@ -78,13 +39,6 @@ _MATE_RE = re.compile(r"^(.+)_(\d+)\.fastq$")
 
 class SraError(Exception):
     """A ``.sra`` file could not be turned into FASTQ. The message names the run/file and the reason."""
-
-
-class fasterq_dump(luigi.Config):
-    """``[fasterq_dump]`` in luigi.cfg."""
-
-    binary = luigi.Parameter(default="fasterq-dump", description="fasterq-dump executable")
-    gzip = luigi.BoolParameter(default=True, description="gzip the FASTQs (stdlib, level 1); see pipeline/sra.py")
 
 
 def is_sra_file(path) -> bool:
@@ -210,21 +164,39 @@ def _child_env(work: Path) -> dict:
     return dict(os.environ, HOME=str(home), NCBI_SETTINGS=str(settings))
 
 
+def version_args(exe: str = "fasterq-dump") -> list[str]:
+    return [exe, "--version"]
+
+
+def parse_version(text: str) -> Optional[str]:
+    """``3.0.3`` from fasterq-dump's ``--version`` banner."""
+    m = re.search(r"\b(\d+\.\d+\.\d+)\b", text)
+    return m.group(1) if m else None
+
+
+def version(exe: str = "fasterq-dump") -> Optional[str]:
+    """The installed fasterq-dump's version, or None when it cannot be run."""
+    try:
+        out = subprocess.run(version_args(exe), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                             timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_version(out.stdout + out.stderr)
+
+
 def sra_to_fastq(sra_path, dest_dir, run: str, threads: int = 1, log: Optional[RunLog] = None,
-                 compress: Optional[bool] = None, exe: Optional[str] = None) -> list[Path]:
+                 compress: bool = True, exe: str = "fasterq-dump") -> list[Path]:
     """Convert the local ``sra_path`` of ``run`` into FASTQ files in ``dest_dir``; return them, mate 1 first.
 
     Paired: ``RUN_1.fastq.gz`` + ``RUN_2.fastq.gz``; single: ``RUN.fastq.gz`` (``.fastq`` when
-    ``compress`` is false; ``None`` takes ``[fasterq_dump] gzip``). Raises SraError naming the run,
+    ``compress`` is false). Raises SraError naming the run,
     the file and the reason (for a failed fasterq-dump: its exit code and the end of its stderr).
     Nothing but the final files is left in ``dest_dir``, whether it succeeds or not.
     """
     log = log or RunLog(None)
-    if not SAFE_NAME_RE.match(run or "") or ".." in run:
+    if not SAFE_NAME_RE.fullmatch(run or "") or ".." in run:
         raise SraError(f"invalid run name {run!r}: it names the output files")
-    cfg = fasterq_dump()
-    exe = exe or cfg.binary
-    compress = cfg.gzip if compress is None else bool(compress)
+    compress = bool(compress)
     sra_path = Path(sra_path).absolute()
     dest_dir = Path(dest_dir).absolute()
     try:
@@ -233,7 +205,7 @@ def sra_to_fastq(sra_path, dest_dir, run: str, threads: int = 1, log: Optional[R
         log.write(f"fasterq-dump: {run}: {e}")
         raise SraError(f"{run}: {e}") from None
     dest_dir.mkdir(parents=True, exist_ok=True)
-    work = dest_dir / f".{run}{TMP_SUFFIX}"
+    work = temp_path(dest_dir / run, "fqd")
     t0 = time.monotonic()
     try:
         if work.exists():

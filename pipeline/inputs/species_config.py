@@ -12,8 +12,9 @@ from typing import Any, Optional
 
 import yaml
 
-from .batches import parse_size
-from .model import InputError, SPECIES_RE, check_accession
+from ..plan.sizes import parse_size
+from ..model import SOURCES, InputError, excerpt, species_problem
+from . import selection
 
 URL_RE = re.compile(r"^(https?|ftp|file)://", re.IGNORECASE)
 
@@ -25,7 +26,7 @@ class ConfigError(InputError):
 def _int_min(lo):
     def check(v):
         if isinstance(v, bool) or not isinstance(v, int):
-            return f"must be an integer, got {v!r}"
+            return f"must be an integer, got {excerpt(v)}"
         if v < lo:
             return f"must be >= {lo}, got {v}"
     return check
@@ -33,19 +34,14 @@ def _int_min(lo):
 
 def _positive_number(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return f"must be a number, got {v!r}"
+        return f"must be a number, got {excerpt(v)}"
     if v <= 0:
         return f"must be > 0, got {v}"
 
 
 def _string(v):
     if not isinstance(v, str) or not v.strip():
-        return f"must be a non-empty string, got {v!r}"
-
-
-def _species(v):
-    if not isinstance(v, str) or not SPECIES_RE.match(v) or v in (".", ".."):
-        return f"must match [A-Za-z0-9_.-]+ (it names output folders), got {v!r}"
+        return f"must be a non-empty string, got {excerpt(v)}"
 
 
 def _mirrors(v):
@@ -53,64 +49,41 @@ def _mirrors(v):
         return f"must be a mapping of URL prefix to URL prefix, got {type(v).__name__}"
     for k, w in v.items():
         if not isinstance(k, str) or not isinstance(w, str) or not URL_RE.match(k) or not URL_RE.match(w):
-            return f"entries must map a URL prefix to a URL prefix (scheme://...), got {k!r}: {w!r}"
-
-
-def _str_or_list(v):
-    if isinstance(v, str):
-        return None
-    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-        return None
-    return f"must be a string or a list of strings, got {v!r}"
-
-
-def _layout(v):
-    if not isinstance(v, str) or v.upper() not in ("PAIRED", "SINGLE"):
-        return f"must be PAIRED or SINGLE, got {v!r}"
+            return f"entries must map a URL prefix to a URL prefix (scheme://...), got {excerpt(k)}: {excerpt(w)}"
 
 
 def _size(lo):
     def check(v):
         if isinstance(v, bool) or not isinstance(v, (str, int)):
-            return f"must be a size such as 40G, 500M or a number of bytes, got {v!r}"
+            return f"must be a size such as 40G, 500M or a number of bytes, got {excerpt(v)}"
         try:
             n = parse_size(v)
         except ValueError as e:
             return str(e)
         if n < lo:
-            return f"must be at least {lo} byte(s), got {v!r}"
+            return f"must be at least {lo} byte(s), got {excerpt(v)}"
     return check
 
 
 def _sources(v):
-    if not isinstance(v, list) or not v or any(x not in ("ena", "sra") for x in v) or len(set(v)) != len(v):
-        return f"must be a non-empty list drawn from [ena, sra] without repeats, got {v!r}"
-
-
-def _accession_list(v):
-    if not isinstance(v, list):
-        return f"must be a list of run accessions, got {v!r}"
-    for x in v:
-        try:
-            check_accession(x)
-        except InputError as e:
-            return str(e)
+    if not isinstance(v, list) or not v or any(x not in SOURCES for x in v) or len(set(v)) != len(v):
+        return f"must be a non-empty list drawn from [{', '.join(SOURCES)}] without repeats, got {excerpt(v)}"
 
 
 # section -> key -> (required, default, checker)
 SCHEMA: dict[str, Any] = {
-    "species": (True, None, _species),
+    "species": (True, None, species_problem),
     "reference": {
         "transcriptome": (True, None, _string),
     },
     "metadata": {
         "file": (False, None, _string),  # exactly one of file and query
         "query": (False, None, _string),
-        "library_strategy": (False, None, _str_or_list),
-        "library_source": (False, None, _str_or_list),
-        "layout": (False, None, _layout),
-        "max_runs": (False, None, _int_min(1)),
-        "exclude_runs": (False, [], _accession_list),
+        "library_strategy": (False, None, selection.CHECKS["library_strategy"]),
+        "library_source": (False, None, selection.CHECKS["library_source"]),
+        "layout": (False, None, selection.CHECKS["layout"]),
+        "max_runs": (False, None, selection.CHECKS["max_runs"]),
+        "exclude_runs": (False, [], selection.CHECKS["exclude_runs"]),
     },
     "batch": {
         "size": (False, 8, _int_min(1)),
@@ -124,7 +97,7 @@ SCHEMA: dict[str, Any] = {
     "download": {
         "parallel": (False, 4, _int_min(1)),
         "mirrors": (False, {}, _mirrors),
-        "sources": (False, ["ena", "sra"], _sources),
+        "sources": (False, list(SOURCES), _sources),
         "stall_seconds": (False, None, _positive_number),
         "max_bp": (False, None, _int_min(1)),
     },
@@ -151,7 +124,7 @@ class SpeciesConfig:
     disk_wait_seconds: float = 600
     download_parallel: int = 4
     mirrors: dict = field(default_factory=dict)
-    sources: list = field(default_factory=lambda: ["ena", "sra"])
+    sources: list = field(default_factory=lambda: list(SOURCES))
     stall_seconds: Optional[float] = None  # overrides [pipeline] stall_seconds
     max_bp: Optional[int] = None
     threads: int = 1
@@ -262,17 +235,14 @@ def load_species_config(path) -> SpeciesConfig:
     if errors:
         raise ConfigError("\n".join(errors))
 
-    selection = {k: v["metadata"][k] for k in ("library_strategy", "library_source", "layout", "max_runs", "exclude_runs")
-                 if v["metadata"][k] not in (None, [])}
-    if "layout" in selection:
-        selection["layout"] = selection["layout"].upper()
+    chosen = selection.check_selection({k: v["metadata"][k] for k in selection.SELECTION_KEYS})
     return SpeciesConfig(
         path=path,
         species=v["species"],
         transcriptome=transcriptome,
         metadata_file=mfile,
         metadata_query=v["metadata"]["query"],
-        selection=selection,
+        selection=chosen,
         batch_size=v["batch"]["size"],
         prefetch=v["batch"]["prefetch"],
         max_bytes=None if v["batch"]["max_bytes"] is None else parse_size(v["batch"]["max_bytes"]),

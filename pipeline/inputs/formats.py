@@ -39,10 +39,10 @@ from typing import Iterable, Optional
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from .model import PAIRED, SINGLE, InputError, RemoteFile, Run
+from ..model import PAIRED, SINGLE, InputError, RemoteFile, Run
 
 # Warnings go to the logger they used before this module was split out of pipeline.metadata.
-log = logging.getLogger("pipeline.metadata")
+log = logging.getLogger(__name__)
 
 
 #: Cell values that mean "no value" (compared case-insensitively after stripping blanks).
@@ -238,7 +238,7 @@ def _sra_candidates(run: str, urls: Iterable[str]) -> list[str]:
     return out
 
 
-MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def _md5_of(row: "_Row", value: str, column: str):
@@ -246,7 +246,7 @@ def _md5_of(row: "_Row", value: str, column: str):
     value = _clean(value)
     if not value:
         return None
-    if not MD5_RE.match(value):
+    if not MD5_RE.fullmatch(value):
         raise InputError(f"{row.where(column)}: malformed md5 {value!r} for run {row.run} "
                          "(expected 32 hexadecimal digits)")
     return value.lower()

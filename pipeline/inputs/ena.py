@@ -20,9 +20,9 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .download import (RETRY_STATUSES, USER_AGENT, Retryable, RetryPolicy, _retry_after, read_blocks,
-                       wait_or_give_up)
-from .runlog import RunLog
+from ..fetch.http import RETRY_STATUSES, USER_AGENT, read_blocks, retry_after
+from ..fetch.retry import Retryable, RetryPolicy, wait_or_give_up
+from ..runlog import RunLog
 
 DEFAULT_BASE_URL = "https://www.ebi.ac.uk/ena/portal/api"
 
@@ -51,7 +51,7 @@ FIELDS = [
 ]
 
 SNIPPET = 300  # characters of an error body quoted in messages
-_FIELD_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_FIELD_RE = re.compile(r"[A-Za-z0-9_]+")
 
 
 class EnaError(Exception):
@@ -74,7 +74,7 @@ def search_url(query: str, base_url: str = DEFAULT_BASE_URL, fields: Sequence[st
     fields = list(fields)
     if not fields:
         raise EnaError("ENA search needs at least one field (run_accession)")
-    bad = [f for f in fields if not isinstance(f, str) or not _FIELD_RE.match(f)]
+    bad = [f for f in fields if not isinstance(f, str) or not _FIELD_RE.fullmatch(f)]
     if bad:
         raise EnaError(f"invalid ENA field name(s) {bad!r}: expected letters, digits and _")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -129,7 +129,7 @@ def _attempt(url: str, part: Path, policy: RetryPolicy, query: str) -> None:
         except (OSError, http.client.HTTPException):
             body = b""
         if e.code in RETRY_STATUSES:
-            raise Retryable(f"HTTP {e.code}", wait=_retry_after(e.headers.get("Retry-After")))
+            raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After")))
         raise EnaError(f"{url}: HTTP {e.code} {e.reason}: {_snippet(body) or '(empty body)'}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise Retryable(f"connection failed: {getattr(e, 'reason', e)}")

@@ -1,0 +1,1 @@
+"""Commands besides the Luigi run: where a run stands, resetting failed runs, planning again."""

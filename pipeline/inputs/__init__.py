@@ -1,0 +1,1 @@
+"""What the user gives: the species config, metadata tables in four formats, the ENA portal."""

@@ -1,0 +1,1 @@
+"""Planning: batches of runs, their expected sizes, and the free-space guard."""

@@ -1,0 +1,1 @@
+"""Quantification: kallisto's argument lists, one run quantified and verified, the merged tables."""

@@ -1,0 +1,112 @@
+"""Quantifying one run with kallisto, verified, written into place atomically; building the index."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+from ..files import atomic_write_json, staged_path
+from ..model import PAIRED, SINGLE, RunQuant
+from ..reads.fastq import FastqError, count_checked
+from ..runlog import RunLog
+from . import kallisto
+
+OUTPUT_FILES = ("abundance.tsv", "run_info.json")
+#: What the pipeline records beside kallisto's own files in ``quant/RUN/``.
+RUN_RECORD = "pipeline_run.json"
+
+
+class QuantError(Exception):
+    pass
+
+
+def is_quantified(quant_dir, run: str) -> bool:
+    """A run is done when ``quant/RUN/abundance.tsv`` exists: the folder is renamed in whole."""
+    return (Path(quant_dir) / run / "abundance.tsv").is_file()
+
+
+def build_index(fasta, index_path, log_path, exe: str = "kallisto") -> dict:
+    """``kallisto index`` into a temp name, renamed into place on success."""
+    index_path = Path(index_path)
+    t0 = time.monotonic()
+    with staged_path(index_path) as tmp:
+        rc = kallisto.run(kallisto.index_args(fasta, tmp, exe=exe), log_path)
+        if rc != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            raise QuantError(f"kallisto index failed on {fasta} (exit {rc}); see {log_path}")
+    return {"index": str(index_path), "bytes": index_path.stat().st_size, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def quantify_run(run: str, fastqs: list, index, quant_dir, *, threads: int, fragment_length: float,
+                 fragment_sd: float, expected_reads: Optional[int], verified: bool, log: RunLog,
+                 extra: Optional[dict] = None, exe: str = "kallisto") -> RunQuant:
+    """Quantify one run into ``quant_dir/RUN/``. Layout follows the files: 2 = paired, 1 = single.
+
+    ``expected_reads`` (spots) from the metadata is compared with kallisto's ``n_processed``.
+    When no md5 vouched for the files (``verified`` false), each is also read to its end while
+    kallisto runs, in a thread of this process: a truncated gzip (which kallisto quantifies
+    silently, exit 0) or mates of different lengths fail the run, and the count read is what
+    ``n_processed`` must equal. Both read the same pages, so the files are read from disk once.
+    ``extra`` is recorded with the run (``quant/RUN/pipeline_run.json``), e.g. its source.
+    Never raises for the run's own failure.
+    """
+    t0 = time.monotonic()
+    quant_dir = Path(quant_dir)
+    layout = PAIRED if len(fastqs) == 2 else SINGLE
+    result = RunQuant(run=run, layout=layout)
+    tmp: Optional[Path] = None
+    try:
+        with staged_path(quant_dir / run) as tmp, ThreadPoolExecutor(max_workers=1) as pool:
+            if len(fastqs) not in (1, 2):
+                raise QuantError(f"expected 1 or 2 FASTQ files, got {len(fastqs)}")
+            counting = None if verified else pool.submit(count_checked, fastqs)
+            tmp.mkdir(parents=True)
+            args = kallisto.quant_args(index, tmp, fastqs, threads=threads, single=layout == SINGLE,
+                                       fragment_length=fragment_length, fragment_sd=fragment_sd, exe=exe)
+            log.write("quant: " + " ".join(args))
+            rc = kallisto.run(args, tmp / "kallisto.log")
+            try:
+                if counting is not None:
+                    spots = counting.result()  # FastqError for a truncated file, before kallisto's verdict
+                    if expected_reads is not None and spots != int(expected_reads):
+                        raise QuantError(f"{spots} spots in the files but the metadata says {expected_reads}")
+                    expected_reads = spots
+                    log.write(f"quant: read through {spots} spots while kallisto ran (no md5 to check against)")
+                _check_output(tmp, rc, expected_reads, result)
+            except (QuantError, FastqError, ValueError, OSError):
+                _keep_tool_log(tmp, log)
+                raise
+            atomic_write_json(tmp / RUN_RECORD, {k: v for k, v in result.to_dict().items() if k != "status"} |
+                              {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads}
+                              | (extra or {}))
+        result.status = "ok"
+        log.write(f"quant: ok, n_processed={result.n_processed} p_pseudoaligned={result.p_pseudoaligned}")
+    except (QuantError, FastqError, ValueError, OSError) as e:
+        result.reason = str(e)
+        log.write(f"quant: failed: {e}")
+    result.seconds = round(time.monotonic() - t0, 3)
+    return result
+
+
+def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: RunQuant) -> None:
+    """kallisto's exit code, its files and its ``n_processed`` against the reads expected."""
+    if rc != 0:
+        raise QuantError(f"kallisto quant exited {rc} (its log is in the run's log file)")
+    missing = [f for f in OUTPUT_FILES if not (tmp / f).is_file()]
+    if missing:
+        raise QuantError(f"kallisto quant wrote no {', '.join(missing)}")
+    info = kallisto.read_run_info(tmp)
+    n = int(info.get("n_processed", -1))
+    if expected_reads is not None and n != int(expected_reads):
+        raise QuantError(f"kallisto processed {n} reads but the metadata says {expected_reads}: "
+                         "truncated or wrong input")
+    result.n_processed = n
+    result.n_pseudoaligned = int(info.get("n_pseudoaligned", 0))
+    result.p_pseudoaligned = float(info.get("p_pseudoaligned", 0.0))
+
+
+def _keep_tool_log(tmp: Path, log: RunLog) -> None:
+    """Copy the end of kallisto's log into the run's log before the temp folder goes."""
+    if (tmp / "kallisto.log").exists():
+        log.write("kallisto log:\n" + (tmp / "kallisto.log").read_text(errors="replace")[-4000:])
+

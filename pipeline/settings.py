@@ -1,0 +1,78 @@
+"""The settings shared by every species, from ``luigi.cfg``: ``[pipeline]``, ``[kallisto]`` and
+``[fasterq_dump]``. This and :mod:`pipeline.tasks` are the modules that read Luigi's configuration;
+they turn it into plain records (:class:`~pipeline.fetch.retry.RetryPolicy`,
+:class:`~pipeline.model.Tools`) that the domain code takes as arguments.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import luigi
+
+from .fetch.retry import RetryPolicy
+from .inputs.ena import DEFAULT_BASE_URL
+from .model import Tools
+from .plan.sizes import parse_size
+
+_DEFAULT_POLICY = RetryPolicy()
+
+
+class _Section(luigi.Config):
+    """A ``luigi.Config`` read from the section named by ``section`` rather than the class name."""
+
+    section = ""
+
+    @classmethod
+    def get_task_family(cls) -> str:
+        return cls.section or cls.__name__
+
+
+class PipelineSettings(_Section):
+    """``[pipeline]``: transfer settings shared by every species."""
+
+    section = "pipeline"
+    download_attempts = luigi.IntParameter(default=_DEFAULT_POLICY.attempts, description="transfer attempts per file")
+    stall_seconds = luigi.FloatParameter(default=_DEFAULT_POLICY.stall_seconds,
+                                         description="abort an attempt after this long without data")
+    backoff_base = luigi.FloatParameter(default=_DEFAULT_POLICY.backoff_base,
+                                        description="first retry delay in seconds; doubles")
+    backoff_max = luigi.FloatParameter(default=_DEFAULT_POLICY.backoff_max, description="cap on the retry delay")
+    max_retry_after = luigi.FloatParameter(default=_DEFAULT_POLICY.max_retry_after,
+                                           description="cap on a server's Retry-After")
+    ena_portal_url = luigi.Parameter(default=DEFAULT_BASE_URL, description="ENA portal API base URL")
+    disk_limit = luigi.Parameter(default="", description="cap on bytes under the output directory, e.g. 500G "
+                                 "(empty: only the file system's free space counts)")
+
+    def retry_policy(self, stall_seconds: Optional[float] = None) -> RetryPolicy:
+        return RetryPolicy(attempts=self.download_attempts, backoff_base=self.backoff_base,
+                           backoff_max=self.backoff_max, max_retry_after=self.max_retry_after,
+                           stall_seconds=stall_seconds or self.stall_seconds)
+
+    def disk_limit_bytes(self) -> Optional[int]:
+        return parse_size(self.disk_limit) if self.disk_limit else None
+
+
+class KallistoSettings(_Section):
+    """``[kallisto]``."""
+
+    section = "kallisto"
+    binary = luigi.Parameter(default=Tools.kallisto, description="kallisto executable")
+
+
+class FasterqDumpSettings(_Section):
+    """``[fasterq_dump]``."""
+
+    section = "fasterq_dump"
+    binary = luigi.Parameter(default=Tools.fasterq_dump, description="fasterq-dump executable")
+    gzip = luigi.BoolParameter(default=Tools.gzip_fastq,
+                               description="gzip the converted FASTQ (level 1) before kallisto")
+
+
+def tools() -> Tools:
+    return Tools(kallisto=KallistoSettings().binary, fasterq_dump=FasterqDumpSettings().binary,
+                 gzip_fastq=FasterqDumpSettings().gzip)
+
+
+def cpu_cap() -> Optional[int]:
+    """``[resources] cpu``: the threads all kallisto tasks may use at once."""
+    return luigi.configuration.get_config().getint("resources", "cpu", None)

@@ -1,0 +1,308 @@
+"""The body of each Luigi task, without Luigi: plan a species, build its index, download, quantify
+and clean up a batch, and finish a species with its merged tables and failure report.
+
+Each step takes the species config, its :class:`~pipeline.paths.SpeciesPaths` and the shared
+settings as plain records, and returns the figures its task writes into its marker. ``status`` is
+a callable ``(message, percent or None)`` for the scheduler's web view; it may do nothing.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .fetch import sra
+from .fetch.retry import RetryPolicy
+from .fetch.sources import FetchSetup, apply_max_bp, clear_run_dir, obtain_run
+from .fetch.transfer import fetch, safe_name
+from .files import atomic_write_json, atomic_write_text, read_json
+from .inputs import ena, metadata
+from .inputs.species_config import SpeciesConfig
+from .model import RemoteFile, Run, RunDownload, RunQuant, Tools
+from .paths import DOWNLOAD, QUANT, SpeciesPaths
+from .plan import batches, space
+from .plan.sizes import human
+from .quant import kallisto, merge
+from .quant.quantify import RUN_RECORD, build_index, is_quantified, quantify_run
+from .runlog import RunLog
+
+logger = logging.getLogger(__name__)
+
+Status = Callable[[str, Optional[float]], None]
+
+
+def _no_status(message: str, percent: Optional[float] = None) -> None:
+    pass
+
+
+@dataclass
+class Shared:
+    """The settings every species shares (``luigi.cfg``), as plain values."""
+
+    policy: RetryPolicy
+    tools: Tools
+    portal_url: str = ena.DEFAULT_BASE_URL
+    disk_limit: Optional[int] = None  # bytes under the output directory, or None
+
+
+class SpeciesFailed(RuntimeError):
+    """Some runs of a species failed; the message lists them and says how to retry them."""
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+
+def fetch_ena_metadata(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, refresh: bool = False) -> dict:
+    """A species' ``metadata.query`` answer at ``paths.ena_search``: the saved one, unless it is
+    missing or ``refresh`` asks ENA again (see :func:`pipeline.inputs.ena.fetch_search`)."""
+    assert cfg.metadata_query is not None
+    return ena.fetch_search(cfg.metadata_query, paths.ena_search, base_url=shared.portal_url,
+                            policy=shared.policy, log=RunLog(paths.metadata_log), refresh=refresh)
+
+
+def started_batches(paths: SpeciesPaths) -> list[list[Run]]:
+    """When planning again, the batches up to the last one whose download started keep their
+    runs; an unfinished tail is planned afresh."""
+    planned, last = [], -1
+    for i, path in paths.batch_files():
+        planned.append(batches.read_batch(path))
+        if paths.batch_marker(DOWNLOAD, i).exists() or any(paths.run_fastq(r.run).exists() for r in planned[i]):
+            last = i
+    return planned[:last + 1]
+
+
+def plan_species(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status: Status = _no_status) -> dict:
+    """Read and select the runs, write ``runs.tsv``, ``skipped.tsv`` and one JSON file per batch."""
+    source = cfg.metadata_file
+    if cfg.metadata_query:
+        # the answer is kept and re-used on resume, so batches stay as they were planned
+        status(f"{cfg.species}: querying ENA", None)
+        source = Path(fetch_ena_metadata(cfg, paths, shared)["path"])
+    assert source is not None
+    runs, skipped = metadata.load_runs(source, cfg.selection)
+    metadata.write_runs_tsv(runs, paths.runs_table)
+    metadata.write_skipped_tsv(skipped, paths.skipped_table)
+    kept = started_batches(paths)
+    sra_route = "sra" in cfg.sources
+    groups = batches.extend_plan(kept, runs, cfg.batch_size, cfg.max_bytes, sra_route=sra_route)
+    if kept:
+        logger.info("%s: re-planning: batches 0-%d were started and keep their runs; %d new batch(es)",
+                    cfg.species, len(kept) - 1, len(groups) - len(kept))
+    if cfg.max_bytes:
+        _warn_about_sizes(cfg, runs, sra_route)
+    for i, group in enumerate(groups[len(kept):], len(kept)):
+        batches.write_batch(paths.batch_file(i), i, group)
+    for i, path in list(paths.batch_files()):  # a re-plan may need fewer batches
+        if i >= len(groups):
+            path.unlink()
+    return {"runs": len(runs), "skipped": len(skipped), "batches": len(groups), "max_bytes": cfg.max_bytes,
+            "largest_batch_bytes": max((batches.batch_bytes(g)[0] for g in groups), default=0),
+            "metadata": str(source)}
+
+
+def _warn_about_sizes(cfg: SpeciesConfig, runs: list[Run], sra_route: bool) -> None:
+    assert cfg.max_bytes is not None
+    for r, b in batches.oversized_runs(runs, cfg.max_bytes, sra_route=sra_route):
+        logger.warning("%s: run %s is expected to take %s%s, more than batch.max_bytes %s: it gets a batch "
+                       "of its own", cfg.species, r.run, human(b),
+                       " if it is converted from .sra" if sra_route else "", human(cfg.max_bytes))
+    unknown = batches.unknown_size_runs(runs, sra_route=sra_route)
+    if unknown:
+        logger.warning("%s: %d run(s) have no size in the metadata; each is counted as batch.max_bytes "
+                       "and gets a batch of its own: %s", cfg.species, len(unknown),
+                       ", ".join(r.run for r in unknown[:20]))
+
+
+def check_metadata(cfg: SpeciesConfig) -> None:
+    """Read a species' local metadata table, raising InputError for what is wrong with it."""
+    if cfg.metadata_file:
+        metadata.load_runs(cfg.metadata_file, cfg.selection)
+
+
+# -- the index ---------------------------------------------------------------------------------
+
+
+def build_species_index(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status: Status = _no_status) -> dict:
+    """Fetch the transcriptome into genome/ when it is a URL, and build the kallisto index once."""
+    paths.genome.mkdir(parents=True, exist_ok=True)
+    fasta = cfg.transcriptome
+    if cfg.transcriptome_is_url:
+        name = safe_name(fasta.rstrip("/").rsplit("/", 1)[-1], "transcriptome.fa.gz")
+        status(f"downloading transcriptome {fasta}", None)
+        info = fetch(RemoteFile(url=fasta, name=name), paths.genome / name, cfg.mirrors, shared.policy,
+                     RunLog(paths.index_log))
+        fasta = info["path"]
+    status(f"kallisto index {Path(fasta).name}", None)
+    return build_index(fasta, paths.index, paths.index_log, exe=shared.tools.kallisto) | {"transcriptome": str(fasta)}
+
+
+# -- a batch -----------------------------------------------------------------------------------
+
+
+class BatchProgress:
+    """Bytes and runs done of one downloading batch, told to ``status`` at most once a second."""
+
+    def __init__(self, label: str, runs: int, expected_bytes: int, status: Status):
+        self.label, self.runs, self.expected = label, runs, max(1, expected_bytes)
+        self.status = status
+        self.done = self.bytes = 0
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def received(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+            now = time.monotonic()
+            if now - self._last < 1.0:
+                return
+            self._last = now
+        self.status(f"{self.label}: {self.done}/{self.runs} runs, {self.bytes / 1e6:.1f} MB",
+                    min(99, 100 * self.bytes / self.expected))
+
+    def run_done(self, run: str, how: str) -> None:
+        with self._lock:
+            self.done += 1
+        self.status(f"{self.label}: {run} {how}", None)
+
+
+def space_needed(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, runs: list[Run]) -> tuple[int, int]:
+    """``(bytes, of which room for one .sra conversion)`` that batch ``batch`` still needs: its
+    bytes still to come (with the room when the ``.sra`` route is a source), plus those of earlier
+    batches still downloading."""
+
+    def room_of(rs: list[Run]) -> int:
+        return batches.sra_room(rs) if "sra" in cfg.sources else 0
+
+    def remaining(rs: list[Run]) -> int:
+        total, _ = batches.batch_bytes(rs)
+        return max(0, total + room_of(rs) - sum(space.tree_bytes(paths.run_fastq(r.run)) for r in rs))
+
+    need = remaining(runs)
+    for k in range(max(0, batch - cfg.prefetch), batch):
+        if not paths.batch_marker(DOWNLOAD, k).exists():
+            need += remaining(batches.read_batch(paths.batch_file(k)))
+    return need, room_of(runs)
+
+
+def download_batch(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, shared: Shared,
+                   status: Status = _no_status) -> dict:
+    """Download the batch's runs, ``download.parallel`` at a time, each verified, once there is room."""
+    runs = batches.read_batch(paths.batch_file(batch))
+    need, room = space_needed(cfg, paths, batch, runs)
+    room_note = (f" (of which {human(room)} is room for one .sra conversion; download.sources: [ena] "
+                 "keeps none)") if room else ""
+    paths.fastq.mkdir(parents=True, exist_ok=True)
+    status(f"{cfg.species} batch {batch}: checking free space for {human(need)}", None)
+    free = space.wait_for_space(paths.fastq, need, cfg.min_free, timeout_s=cfg.disk_wait_seconds, poll_s=10,
+                                log=RunLog(paths.disk_log), limit=shared.disk_limit, used_root=paths.output_dir,
+                                what=f"{cfg.species} batch {batch}{room_note}")
+    progress = BatchProgress(f"{cfg.species} batch {batch}", len(runs), batches.batch_bytes(runs)[0], status)
+    setup = FetchSetup(policy=shared.policy.with_stall(cfg.stall_seconds), mirrors=cfg.mirrors,
+                       sources=cfg.sources, tools=shared.tools, threads=cfg.threads,
+                       sra_lock=threading.Lock(), progress=progress.received)
+
+    def one(run: Run) -> RunDownload:
+        if is_quantified(paths.quant, run.run):
+            return RunDownload(run=run.run, status="quantified", reason="already quantified")
+        log = RunLog(paths.run_log(run.run))
+        log.write(f"download: batch {batch}, sources {', '.join(cfg.sources)}")
+        res = obtain_run(run, paths.run_fastq(run.run), setup, log)
+        res = apply_max_bp(run, res, paths.run_fastq(run.run), cfg.max_bp, log)
+        progress.run_done(run.run, res.status)
+        return res
+
+    with ThreadPoolExecutor(max_workers=cfg.download_parallel) as pool:
+        results = list(pool.map(one, runs))
+    return {"batch": batch, "runs": [r.to_dict() for r in results], "bytes": sum(r.bytes for r in results),
+            "expected_bytes": need, "free_at_start": free, "ok": sum(r.ok for r in results),
+            "failed": sum(r.status == "failed" for r in results)}
+
+
+def quantify_batch(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, downloaded: list[dict], tools: Tools,
+                   status: Status = _no_status) -> dict:
+    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``."""
+    runs = {r.run: r for r in batches.read_batch(paths.batch_file(batch))}
+    results: list[RunQuant] = []
+    for i, row in enumerate(downloaded):
+        d = RunDownload.from_dict(row)
+        run = runs[d.run]
+        if d.status == "failed":
+            results.append(RunQuant(run=run.run, status="failed", stage="download", reason=d.reason))
+            continue
+        if is_quantified(paths.quant, run.run):
+            results.append(RunQuant(run=run.run, status="ok", reason="already quantified"))
+            continue
+        status(f"{cfg.species} batch {batch}: kallisto {run.run} ({i + 1}/{len(downloaded)})",
+               100 * i / max(1, len(downloaded)))
+        log = RunLog(paths.run_log(run.run))
+        fastqs = [paths.run_fastq(run.run) / name for name in d.files]
+        res = quantify_run(run.run, fastqs, paths.index, paths.quant, threads=cfg.threads,
+                           fragment_length=cfg.fragment_length, fragment_sd=cfg.fragment_sd,
+                           expected_reads=d.expected_reads, verified=bool(d.verified), log=log,
+                           extra={"source": d.source, "capped": d.capped_bases is not None}, exe=tools.kallisto)
+        if not res.ok:
+            res.stage = "quant"
+        if run.layout and res.layout and run.layout != res.layout:
+            res.layout_note = f"metadata says {run.layout}, files give {res.layout}"
+            log.write("layout: " + res.layout_note)
+        results.append(res)
+    return {"batch": batch, "runs": [r.to_dict() for r in results], "ok": sum(r.ok for r in results),
+            "failed": sum(r.status == "failed" for r in results)}
+
+
+def cleanup_batch(paths: SpeciesPaths, batch: int) -> dict:
+    """Delete the batch's reads (failed runs' too), including partial downloads."""
+    freed = sum(clear_run_dir(paths.run_fastq(r.run)) for r in batches.read_batch(paths.batch_file(batch)))
+    return {"batch": batch, "bytes_freed": freed}
+
+
+# -- the end of a species ----------------------------------------------------------------------
+
+
+def tool_versions(cfg: SpeciesConfig, tools: Tools) -> dict:
+    """The versions of the tools a species uses, as they report them (None when unknown)."""
+    out = {"kallisto": kallisto.version(tools.kallisto)}
+    if "sra" in cfg.sources:
+        out["fasterq-dump"] = sra.version(tools.fasterq_dump)
+    return out
+
+
+def failed_runs_text(failures: list[tuple[str, int, str, str]]) -> str:
+    lines = ["run\tbatch\tstage\treason"] + [f"{r}\t{b}\t{s}\t{why}" for r, b, s, why in failures]
+    return "\n".join(lines) + "\n"
+
+
+def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tools: Tools) -> dict:
+    """Merge the quantified runs, write ``failed_runs.tsv`` and ``summary.json``; return the summary.
+
+    Raises :class:`SpeciesFailed` (after writing both) when any run failed."""
+    order, failures, qc_extra = [], [], {}
+    for i in range(n_batches):
+        for r in read_json(paths.batch_marker(QUANT, i))["runs"]:
+            order.append(r["run"])
+            if r["status"] == "failed":
+                failures.append((r["run"], i, r.get("stage", ""), r.get("reason", "")))
+    for run in order:
+        info = paths.run_quant(run) / RUN_RECORD
+        if info.is_file():
+            d = read_json(info)
+            qc_extra[run] = {k: d.get(k, "") for k in ("layout", "source", "capped")}
+    merged = merge.merge_species(cfg.species, paths.quant, order, paths.merged, qc_extra)
+    atomic_write_text(paths.failed_runs, failed_runs_text(failures))
+    summary = {"species": cfg.species, "batches": n_batches, "runs": len(order), "quantified": len(merged["runs"]),
+               "failed": len(failures), "failed_runs": str(paths.failed_runs), "merged": merged["files"],
+               "tool_versions": tool_versions(cfg, tools)}
+    atomic_write_json(paths.summary, summary)
+    logger.info("[%s] %d/%d runs quantified; merged tables in %s", cfg.species, len(merged["runs"]),
+                   len(order), paths.merged)
+    if failures:
+        listing = "\n".join(f"  {r} (batch {b}, {s}): {why}" for r, b, s, why in failures)
+        raise SpeciesFailed(f"{cfg.species}: {len(failures)} run(s) failed; merged tables hold the "
+                            f"{len(merged['runs'])} that succeeded. Failed runs are listed in "
+                            f"{paths.failed_runs}:\n{listing}\nRetry just these with: "
+                            f"python -m pipeline.retry {paths.output_dir}")
+    return summary
