@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_TOOLS := kallisto fasterq-dump
 
-.PHONY: demo test deps system-tools venv bench clean-demo
+.PHONY: demo test lint typecheck deps system-tools venv bench clean-demo
 
 deps: system-tools venv
 
@@ -36,8 +36,16 @@ $(VENV)/.installed: pyproject.toml
 demo: deps
 	$(PY) scripts/demo.py
 
-test: deps
+# lint and format check (ruff), type check (mypy on pipeline/), then the whole suite
+test: deps lint typecheck
 	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
 
 bench: deps
 	$(PY) bench/download_bench.py

@@ -50,9 +50,9 @@ if str(REPO) not in sys.path:
 from pipeline.fetch import http as download  # noqa: E402
 from pipeline.fetch.retry import RetryPolicy  # noqa: E402
 from pipeline.fetch.transfer import DownloadError, fetch, md5_file  # noqa: E402
-from pipeline.testing.fileserver import FileServer  # noqa: E402
 from pipeline.model import RemoteFile  # noqa: E402
 from pipeline.runlog import RunLog  # noqa: E402
+from pipeline.testing.fileserver import FileServer  # noqa: E402
 
 MB = 1_000_000
 GEN_BLOCK = 4 << 20
@@ -240,8 +240,7 @@ def run_ours(url: str, tf: TestFile, dest: Path, with_md5: bool = True, policy=N
 
 def run_curl(cmd: List[str]) -> dict:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "returncode": proc.returncode, "stderr": proc.stderr.strip()}
 
@@ -635,7 +634,7 @@ def report(res: dict) -> str:
             L.append(f"   ours/curl {cc['summary']['ratio_ours_vs_curl']:.2f}")
     if "M" in res:
         L.append("")
-        L.append(f"M. read-loop variants (urllib as in download.py, written in this script), "
+        L.append(f"M. read-loop variants (urllib as in pipeline/fetch/transfer.py, written in this script), "
                  f"one {res['M']['bytes'] / MB:.0f} MB file, median of {cfg['repeats']}")
         L.append(f"   {'variant':44s} {'MB/s':>7s} {'vs old':>7s}")
         for v in res["M"]["loop_variants"]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import configparser
 import csv
-import gzip
 import json
 import os
 import platform

@@ -76,7 +76,7 @@ class RemoteFile:
     bytes: Optional[int] = None
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RemoteFile":
+    def from_dict(cls, d: dict) -> RemoteFile:
         return cls(url=d["url"], name=d["name"], md5=d.get("md5"), bytes=d.get("bytes"))
 
 
@@ -113,7 +113,7 @@ class Run:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Run":
+    def from_dict(cls, d: dict) -> Run:
         return cls(**d)
 
 

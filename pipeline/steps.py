@@ -8,6 +8,7 @@ a callable ``(message, percent or None)`` for the scheduler's web view; it may d
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -263,11 +264,20 @@ def cleanup_batch(paths: SpeciesPaths, batch: int) -> dict:
 # -- the end of a species ----------------------------------------------------------------------
 
 
+def _version(args: list[str], parse: Callable[[str], Optional[str]]) -> Optional[str]:
+    """Run a tool's version command; its version as ``parse`` reads it, or None when it cannot run."""
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse(out.stdout + out.stderr)
+
+
 def tool_versions(cfg: SpeciesConfig, tools: Tools) -> dict:
     """The versions of the tools a species uses, as they report them (None when unknown)."""
-    out = {"kallisto": kallisto.version(tools.kallisto)}
+    out = {"kallisto": _version(kallisto.version_args(tools.kallisto), kallisto.parse_version)}
     if "sra" in cfg.sources:
-        out["fasterq-dump"] = sra.version(tools.fasterq_dump)
+        out["fasterq-dump"] = _version(sra.version_args(tools.fasterq_dump), sra.parse_version)
     return out
 
 

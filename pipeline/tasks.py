@@ -78,9 +78,9 @@ class SpeciesTask(luigi.Task):
 
     def status(self, message: str, percent: Optional[float] = None) -> None:
         try:
-            self.set_status_message(message)
+            self.set_status_message(message)  # type: ignore[misc]  # set by the worker at run time
             if percent is not None:
-                self.set_progress_percentage(int(percent))
+                self.set_progress_percentage(int(percent))  # type: ignore[misc]
         except Exception:  # the scheduler being away must not fail the data work
             pass
 
@@ -137,8 +137,8 @@ class BatchDownload(BatchTask):
 class BatchQuant(BatchTask):
     """kallisto on every downloaded run of the batch, one after another with ``quant.threads``."""
 
-    @property
-    def resources(self):
+    @property  # Luigi reads it as an attribute; a property computes it per species
+    def resources(self):  # type: ignore[override]
         return {"cpu": self.cfg.threads}
 
     def requires(self):

@@ -16,8 +16,8 @@ writes into DIR:
 ``Scale_test.yaml``
     the species config pointing at both (paths relative to the YAML).
 
-``--measure`` then runs the real code on it: ``pipeline.metadata.load_runs``,
-``pipeline.batches.make_batches`` (``batch.size`` and, with ``--max-bytes``, a byte budget too)
+``--measure`` then runs the real code on it: ``pipeline.inputs.metadata.load_runs``,
+``pipeline.plan.batches.make_batches`` (``batch.size`` and, with ``--max-bytes``, a byte budget too)
 and ``write_batch`` for every batch into ``DIR/measure/batches/``, and prints seconds per step
 and the process's peak RSS (``resource.getrusage``). Output is deterministic for a seed.
 """
@@ -107,8 +107,8 @@ def peak_rss_mib() -> float:
 
 def measure(setup: dict, out: str, batch_size: int, max_bytes=None) -> dict:
     from pipeline.inputs import metadata
-    from pipeline.plan import batches
     from pipeline.inputs.species_config import load_species_config
+    from pipeline.plan import batches
 
     figures = {"rss_mib_start": round(peak_rss_mib(), 1)}
     t = time.perf_counter()

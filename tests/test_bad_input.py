@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import files_under, run_luigi, write_metadata
 
 from pipeline.inputs.species_config import ConfigError, load_species_config
 from pipeline.testing.fileserver import FileServer
-
-from helpers import files_under, run_luigi, write_metadata
 
 CONFIG_ERROR = 35  # [retcode] scheduling_error
 DELETE = object()  # in an override: drop this key from the base YAML
@@ -435,9 +434,9 @@ def _configured_cpu() -> int:
 
 def test_quant_threads_above_the_cpu_resource_is_caught(tmp_path):
     """Rejected up front (exit 35 naming quant.threads): such a task could never get its CPU resource."""
-    from pipeline.testing import simulate
-
     from conftest import need_tool
+
+    from pipeline.testing import simulate
 
     need_tool("kallisto")
     threads = _configured_cpu() + 1

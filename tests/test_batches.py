@@ -7,11 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.plan.batches import (batch_bytes, make_batches, oversized_runs, read_batch, sra_room,
-                                   unknown_size_runs, write_batch)
-from pipeline.plan.sizes import (DEFAULT_BYTES_PER_BASE, SRA_READ_OVERHEAD, expected_bytes, fastq_text_bytes,
-                                 parse_size, sra_excess, sra_peak_bytes)
 from pipeline.model import RemoteFile, Run
+from pipeline.plan.batches import (
+    batch_bytes,
+    make_batches,
+    oversized_runs,
+    read_batch,
+    sra_room,
+    unknown_size_runs,
+    write_batch,
+)
+from pipeline.plan.sizes import (
+    DEFAULT_BYTES_PER_BASE,
+    SRA_READ_OVERHEAD,
+    expected_bytes,
+    fastq_text_bytes,
+    parse_size,
+    sra_excess,
+    sra_peak_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
@@ -71,8 +85,8 @@ def test_expected_bytes_order_of_sources():
 
 def test_default_factor_is_conservative_against_real_ena_rows():
     """The factor covers at least 99 % of real runs with both base_count and fastq_bytes."""
-    from conftest import need_shared
     import pandas as pd
+    from conftest import need_shared
 
     path = need_shared("metadata", "ena_read_run_1000_from_pysradb.csv")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -204,8 +218,8 @@ def test_scale_script_writes_a_valid_setup(tmp_path):
         from scripts import make_scale_metadata as m
     finally:
         sys.path.remove(str(ROOT))
-    from pipeline.inputs.species_config import load_species_config
     from pipeline.inputs.metadata import load_runs
+    from pipeline.inputs.species_config import load_species_config
 
     setup = m.write_setup(str(tmp_path), 50, seed=2)
     cfg = load_species_config(setup["config"])

@@ -8,12 +8,9 @@ import threading
 import time
 
 import pytest
-from pathlib import Path
 
-from pipeline.plan import space as disk
 from pipeline.plan.sizes import human
-from pipeline.plan.space import (DiskSpaceError, available_bytes, check_space, free_bytes, tree_bytes,
-                                 wait_for_space)
+from pipeline.plan.space import DiskSpaceError, available_bytes, check_space, free_bytes, tree_bytes, wait_for_space
 from pipeline.testing.disk_sampler import DiskSampler
 
 KiB = 1024
@@ -194,12 +191,3 @@ def test_disk_sampler_sums_several_paths(tmp_path):
     with pytest.raises(ValueError):
         DiskSampler(tmp_path, interval=0)
 
-
-def test_no_production_module_imports_the_test_kit():
-    """pipeline.testing (loopback server, simulator, disk sampler) is for tests, the demo and the
-    benchmarks: no module outside it imports it."""
-    import re
-    root = Path(__file__).resolve().parents[1] / "pipeline"
-    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if "testing" not in p.parts
-                 and re.search(r"^\s*(from|import)\s+(pipeline\.testing|\.+testing)\b", p.read_text(), re.M)]
-    assert offenders == []

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import need_tool
+from helpers import files_under, run_luigi, write_species
 
 from pipeline.testing import simulate
 from pipeline.testing.disk_sampler import DiskSampler
 from pipeline.testing.fileserver import FileServer
-
-from conftest import need_tool
-from helpers import files_under, run_luigi, write_species
 
 RUNS = [f"DRR0001{i:02d}" for i in range(1, 9)]
 TASK_FAILED = 30  # luigi.cfg [retcode] task_failed

@@ -10,9 +10,9 @@ import pytest
 
 from pipeline.fetch.retry import RetryPolicy
 from pipeline.fetch.transfer import DownloadError, apply_mirrors, fetch
-from pipeline.testing.fileserver import FileServer
 from pipeline.model import RemoteFile
 from pipeline.runlog import RunLog
+from pipeline.testing.fileserver import FileServer
 
 SIZE = 300_000
 FAST = RetryPolicy(attempts=5, backoff_base=0.01, backoff_max=0.05, stall_seconds=1.0, max_retry_after=5)

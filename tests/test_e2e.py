@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import need_shared, need_tool
+from helpers import ROOT, ena_row, files_under, luigi_args, run_luigi, tree_snapshot, write_metadata, write_species
 
 from pipeline.testing import simulate
 from pipeline.testing.fileserver import FileServer
-
-from conftest import need_shared, need_tool
-from helpers import ROOT, ena_row, files_under, luigi_args, run_luigi, tree_snapshot, write_metadata, write_species
 
 
 @pytest.fixture(scope="module")

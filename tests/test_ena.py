@@ -1,4 +1,4 @@
-"""Tests of pipeline.ena against a scripted HTTP server on 127.0.0.1 (no internet needed)."""
+"""Tests of pipeline.inputs.ena against a scripted HTTP server on 127.0.0.1 (no internet needed)."""
 from __future__ import annotations
 
 import csv
@@ -17,8 +17,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from conftest import need_shared  # noqa: E402
-from pipeline.inputs import ena  # noqa: E402
+
 from pipeline.fetch.retry import RetryPolicy  # noqa: E402
+from pipeline.inputs import ena  # noqa: E402
 from pipeline.inputs.ena import FIELDS, EnaError, fetch_search, search_url  # noqa: E402
 from pipeline.inputs.metadata import load_runs  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Tests of pipeline.fileserver against a real server on 127.0.0.1 (clients: urllib, http.client)."""
+"""Tests of pipeline.testing.fileserver against a real server on 127.0.0.1 (clients: urllib, http.client)."""
 from __future__ import annotations
 
 import gzip

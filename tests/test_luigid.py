@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import need_tool
+from helpers import ROOT, files_under, run_luigi, write_species
 
 from pipeline.testing import simulate
 from pipeline.testing.fileserver import FileServer
-
-from conftest import need_tool
-from helpers import ROOT, files_under, run_luigi, write_species
 
 FAMILIES = {"SplitMetadata", "BuildIndex", "BatchDownload", "BatchQuant", "BatchCleanup", "Species", "MultiSpecies"}
 RUNS = ["DRR000101", "DRR000102"]

@@ -1,4 +1,4 @@
-"""Tests for pipeline.metadata: every metadata format, mate picking, selection and reports."""
+"""Tests for pipeline.inputs.metadata: every metadata format, mate picking, selection and reports."""
 from __future__ import annotations
 
 import csv

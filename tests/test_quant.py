@@ -8,12 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import need_tool
 
 from pipeline.quant import quantify as quant
-from pipeline.testing import simulate
 from pipeline.runlog import RunLog
-
-from conftest import need_tool
+from pipeline.testing import simulate
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +108,11 @@ def test_a_failed_attempt_leaves_an_earlier_result_alone(ds, tmp_path):
     res, _ = _quant(ds, tmp_path, [r1, _cut(r2, tmp_path / "cut_2.fastq.gz")])
     assert res.status == "failed"
     assert (tmp_path / "quant" / "DRR000101" / "abundance.tsv").read_bytes() == before
+
+
+def test_kallisto_version_command_and_its_answer():
+    from pipeline.quant import kallisto
+
+    assert kallisto.version_args("/opt/k") == ["/opt/k", "version"]
+    assert kallisto.parse_version("kallisto, version 0.48.0\n") == "0.48.0"
+    assert kallisto.parse_version("command not found") is None

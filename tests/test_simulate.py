@@ -1,4 +1,4 @@
-"""Tests of the synthetic transcriptome / read simulator (pipeline.simulate)."""
+"""Tests of the synthetic transcriptome / read simulator (pipeline.testing.simulate)."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-"""Tests of pipeline.sra: real .sra files from ../shared/data through the real fasterq-dump (no mocks)."""
+"""Tests of pipeline.fetch.sra: real .sra files from ../shared/data through the real fasterq-dump (no mocks)."""
 from __future__ import annotations
 
 import gzip
@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from conftest import need_shared, need_tool  # noqa: E402
+
 from pipeline.fetch import sra  # noqa: E402
 from pipeline.reads import fastq  # noqa: E402
 from pipeline.runlog import RunLog  # noqa: E402
@@ -221,3 +222,9 @@ def test_missing_executable_and_stale_temp_folder(tmp_path):
     assert [records(p) for p in paths] == [16, 16]
     with pytest.raises(sra.SraError, match="invalid run name"):
         sra.sra_to_fastq(src, dest, "../x", exe=exe)
+
+
+def test_fasterq_dump_version_command_and_its_answer():
+    assert sra.version_args("/opt/fqd") == ["/opt/fqd", "--version"]
+    assert sra.parse_version("\nfasterq-dump : 3.0.3 ( 3.0.2 )\n\n") == "3.0.3"
+    assert sra.parse_version("usage: ...") is None

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from pipeline.fetch import sources, sra
-from pipeline.plan import sizes
-from pipeline.fetch.retry import RetryPolicy
-from pipeline.testing.fileserver import FileServer
-from pipeline.model import Run
-from pipeline.runlog import RunLog
-
 from conftest import need_shared, need_tool
 from helpers import run_luigi, write_metadata, write_species
+
+from pipeline.fetch import sources, sra
+from pipeline.fetch.retry import RetryPolicy
+from pipeline.model import Run
+from pipeline.plan import sizes
+from pipeline.runlog import RunLog
+from pipeline.testing.fileserver import FileServer
 
 ODP = "https://sra-pub-run-odp.s3.amazonaws.com/"
 

@@ -7,13 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import need_tool
+from helpers import LUIGI, ROOT, run_luigi, write_species
 
 from pipeline.cli import status
 from pipeline.testing import simulate
 from pipeline.testing.fileserver import FileServer
-
-from conftest import need_tool
-from helpers import LUIGI, ROOT, run_luigi, write_species
 
 SPECIES = "Statua_pairs"
 RUNS = [f"DRR00010{i}" for i in range(1, 7)]

@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..files import read_json
 from ..model import InputError
@@ -36,7 +37,7 @@ def species_status(output_dir, species: str, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     layout = SpeciesPaths(output_dir, species)
     split_path = layout.marker(SPLIT)
-    out = {"species": species, "state": "not started"}
+    out: dict[str, Any] = {"species": species, "state": "not started"}
     if not split_path.is_file():
         return out
     split = read_json(split_path)

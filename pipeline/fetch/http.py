@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.utils
 import http.client
 import re
-import socket
 import time
 from typing import Iterator, Optional
 
@@ -47,10 +46,10 @@ def read_blocks(resp, policy: RetryPolicy, at: int = 0) -> Iterator[bytes]:
     while True:
         try:
             block = resp.read1(CHUNK)
-        except socket.timeout:
-            raise Retryable(f"stalled: no data for {policy.stall_seconds:g} s at byte {done}")
+        except TimeoutError:
+            raise Retryable(f"stalled: no data for {policy.stall_seconds:g} s at byte {done}") from None
         except (OSError, http.client.HTTPException) as e:
-            raise Retryable(f"connection dropped at byte {done}: {e!r}")
+            raise Retryable(f"connection dropped at byte {done}: {e!r}") from None
         if not block:
             return
         done += len(block)

@@ -27,7 +27,7 @@ class RetryPolicy:
     stall_seconds: float = 60.0  # no bytes for this long aborts the attempt (then resumes)
     max_retry_after: float = 600.0  # cap on a server's Retry-After
 
-    def with_stall(self, stall_seconds: Optional[float]) -> "RetryPolicy":
+    def with_stall(self, stall_seconds: Optional[float]) -> RetryPolicy:
         """This policy with another ``stall_seconds`` (a species' ``download.stall_seconds``), or itself."""
         return dataclasses.replace(self, stall_seconds=stall_seconds) if stall_seconds else self
 

@@ -174,16 +174,6 @@ def parse_version(text: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
-def version(exe: str = "fasterq-dump") -> Optional[str]:
-    """The installed fasterq-dump's version, or None when it cannot be run."""
-    try:
-        out = subprocess.run(version_args(exe), capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                             timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_version(out.stdout + out.stderr)
-
-
 def sra_to_fastq(sra_path, dest_dir, run: str, threads: int = 1, log: Optional[RunLog] = None,
                  compress: bool = True, exe: str = "fasterq-dump") -> list[Path]:
     """Convert the local ``sra_path`` of ``run`` into FASTQ files in ``dest_dir``; return them, mate 1 first.

@@ -82,13 +82,13 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:
             part.unlink()  # our partial file is longer than the server's: start over
-            raise Retryable(f"HTTP 416 on resume from byte {have}; restarting", wait=0)
+            raise Retryable(f"HTTP 416 on resume from byte {have}; restarting", wait=0) from None
         if e.code in RETRY_STATUSES:
-            raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After")))
+            raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After"))) from None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
-        raise Retryable(f"connection failed: {reason}")
+        raise Retryable(f"connection failed: {reason}") from None
     with resp:
         mode = "ab"
         h = hashlib.md5() if rf.md5 else None

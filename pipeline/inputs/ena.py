@@ -3,7 +3,7 @@
 :func:`search_url` builds the request (pure); :func:`fetch_search` performs it with the same
 retry policy as the downloads (429 and 5xx retried with capped exponential back-off, honouring
 ``Retry-After``; dropped connections retried too) and saves the answer atomically, as a TSV that
-:func:`pipeline.metadata.load_runs` reads (``ena`` format).
+:func:`pipeline.inputs.metadata.load_runs` reads (``ena`` format).
 
 An existing answer is reused without any request unless ``refresh=True``: a pipeline that is
 restarted does not ask ENA again, and the run list stays the one the first attempt saw.
@@ -129,10 +129,10 @@ def _attempt(url: str, part: Path, policy: RetryPolicy, query: str) -> None:
         except (OSError, http.client.HTTPException):
             body = b""
         if e.code in RETRY_STATUSES:
-            raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After")))
+            raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After"))) from None
         raise EnaError(f"{url}: HTTP {e.code} {e.reason}: {_snippet(body) or '(empty body)'}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise Retryable(f"connection failed: {getattr(e, 'reason', e)}")
+        raise Retryable(f"connection failed: {getattr(e, 'reason', e)}") from None
     with resp:
         if resp.status == 204:
             raise EnaError(f"ENA returned no runs for query {query!r} ({url}): check the taxon id / query")

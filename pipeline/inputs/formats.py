@@ -1,9 +1,9 @@
 """How one row of each metadata table format becomes a :class:`~pipeline.model.Run`.
 
-:mod:`pipeline.metadata` reads the table, tells its format and calls the parser for each row;
+:mod:`pipeline.inputs.metadata` reads the table, tells its format and calls the parser for each row;
 this module holds the per-format parsing and the rules it shares: which cells count as missing,
-how a URL or path is normalised (:func:`normalise_url`), which FASTQ files make up a run
-(:func:`pick_mates`), and where a run's ``.sra`` file may be fetched from.
+how a URL or path is normalised and which FASTQ files make up a run (:mod:`pipeline.inputs.urls`),
+and where a run's ``.sra`` file may be fetched from.
 
 ``ena``
     ``fastq_ftp``, ``fastq_md5`` and ``fastq_bytes`` are aligned ``;``-separated lists; the
@@ -22,7 +22,7 @@ how a URL or path is normalised (:func:`normalise_url`), which FASTQ files make 
 ``runinfo``
     ``LibraryLayout``, ``spots``, ``bases``; ``download_path`` is the ``.sra`` candidate.
 
-Every run's ``.sra`` candidates end with the AWS Open Data copy (:data:`ODP_URL`). Rows of
+Every run's ``.sra`` candidates end with the AWS Open Data copy (:data:`~pipeline.inputs.urls.ODP_URL`). Rows of
 ``amalgkit`` and ``integrate`` tables are used only with ``is_sampled=yes`` and ``exclusion=no``
 (when those columns exist). Errors raise :class:`~pipeline.model.InputError` naming the file,
 row, run and column.
@@ -31,37 +31,23 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Iterable, Optional
-from urllib.parse import unquote, urlsplit
+from typing import Callable, Iterable, Optional
+from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from ..model import PAIRED, SINGLE, InputError, RemoteFile, Run
+from .urls import ODP_URL, SCHEME_RE, normalise_url, pick_mates, url_basename
 
-# Warnings go to the logger they used before this module was split out of pipeline.metadata.
 log = logging.getLogger(__name__)
 
 
 #: Cell values that mean "no value" (compared case-insensitively after stripping blanks).
 MISSING_VALUES = frozenset({"", "<na>", "na", "nan"})
 
-#: AWS Open Data (SRA public bucket) location of a run's ``.sra`` file.
-ODP_URL = "https://sra-pub-run-odp.s3.amazonaws.com/sra/{run}/{run}"
-
-#: FTP hosts of EBI that serve the same paths over HTTPS.
-EBI_FTP_HOSTS = frozenset({"ftp.sra.ebi.ac.uk", "ftp.ebi.ac.uk", "ftp.era.ebi.ac.uk"})
-#: ENA's Aspera host, whose ``host:/vol1/...`` paths are also served by ftp.sra.ebi.ac.uk.
-EBI_FASP_HOSTS = frozenset({"fasp.sra.ebi.ac.uk"})
-
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_HOST_COLON_PATH_RE = re.compile(r"^([A-Za-z0-9.-]+):(/.*)$")
 _THOUSANDS_RE = re.compile(r"\d{1,3}(?:,\d{3})+")  # 1,234,567 as a spreadsheet writes it
-_MATE_RE = re.compile(
-    r"[._]R?([12])(?:_001)?\.(?:fastq|fq)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,85 +62,11 @@ def _missing(value: Optional[str]) -> bool:
 
 def _clean(value: Optional[str]) -> Optional[str]:
     """The stripped string, or None when the cell is missing."""
-    if _missing(value):
+    if value is None or _missing(value):
         return None
     return value.strip()
 
 
-def normalise_url(u: str) -> str:
-    """Return an absolute URL with a scheme the fetchers understand.
-
-    * scheme-less ``host/path`` (as ENA lists ``fastq_ftp``) -> ``https://host/path``;
-    * ``ftp://`` on EBI's FTP hosts -> ``https://`` (same paths, served over HTTPS);
-      other ``ftp://`` URLs are kept;
-    * ``http://``, ``https://`` and ``file://`` are kept as they are;
-    * ``s3://bucket/key`` -> ``https://bucket.s3.amazonaws.com/key``;
-      ``gs://bucket/key`` -> ``https://storage.googleapis.com/bucket/key``;
-    * ENA's Aspera form ``fasp.sra.ebi.ac.uk:/vol1/...`` -> ``https://ftp.sra.ebi.ac.uk/vol1/...``;
-    * an absolute local path ``/x/y`` -> ``file:///x/y``.
-
-    Anything else (an unknown scheme, an empty string) raises InputError.
-    """
-    if not isinstance(u, str) or not u.strip():
-        raise InputError(f"empty or non-text URL {u!r}")
-    s = u.strip()
-    m = _SCHEME_RE.match(s)
-    if m:
-        scheme = m.group(1).lower()
-        rest = s[m.end():]
-        if scheme in ("http", "https", "file"):
-            return f"{scheme}://{rest}"
-        if scheme == "ftp":
-            netloc = rest.split("/", 1)[0]
-            host = netloc.rsplit("@", 1)[-1].split(":", 1)[0].lower()
-            if host in EBI_FTP_HOSTS:
-                return "https://" + rest
-            return "ftp://" + rest
-        if scheme == "s3":
-            bucket, _, key = rest.partition("/")
-            return f"https://{bucket}.s3.amazonaws.com/{key}"
-        if scheme == "gs":
-            return "https://storage.googleapis.com/" + rest
-        raise InputError(f"unsupported URL scheme {scheme!r} in {u!r}: expected http(s), ftp or file")
-    if s.startswith("//"):
-        return "https:" + s
-    if s.startswith("/"):
-        return Path(s).as_uri()
-    m = _HOST_COLON_PATH_RE.match(s)
-    if m:
-        host, path = m.group(1).lower(), m.group(2)
-        if host in EBI_FASP_HOSTS:
-            return "https://ftp.sra.ebi.ac.uk" + path
-        raise InputError(f"cannot turn {u!r} into a URL: host:/path form is only known for ENA Aspera")
-    return "https://" + s
-
-
-def _url_basename(url: str) -> str:
-    return unquote(posixpath.basename(urlsplit(url).path))
-
-
-def pick_mates(urls: list[str]) -> list[int]:
-    """Indices (into ``urls``) of the FASTQ files to use, mate 1 first.
-
-    * one file -> ``[0]`` (whatever its name);
-    * exactly one ``*_1.fastq.gz`` and one ``*_2.fastq.gz`` (also ``_R1``/``.1``/``_R1_001``,
-      ``.fq``, any compression suffix) -> their indices, by suffix not by position; other files
-      listed beside them (ENA's unpaired ``RUN.fastq.gz``, a ``_3`` index read) are ignored;
-    * anything else (no files, several files without a clear pair) -> ``[]``: the caller
-      cannot tell which files make up the run.
-    """
-    if not urls:
-        return []
-    if len(urls) == 1:
-        return [0]
-    mate1, mate2 = [], []
-    for i, u in enumerate(urls):
-        m = _MATE_RE.search(_url_basename(u))
-        if m:
-            (mate1 if m.group(1) == "1" else mate2).append(i)
-    if len(mate1) == 1 and len(mate2) == 1:
-        return [mate1[0], mate2[0]]
-    return []
 
 
 def _layout(value: Optional[str]) -> str:
@@ -241,9 +153,9 @@ def _sra_candidates(run: str, urls: Iterable[str]) -> list[str]:
 MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
 
 
-def _md5_of(row: "_Row", value: str, column: str):
+def _md5_of(row: _Row, raw: Optional[str], column: str):
     """A checksum from the table, or None; a malformed one is an error before any download."""
-    value = _clean(value)
+    value = _clean(raw)
     if not value:
         return None
     if not MD5_RE.fullmatch(value):
@@ -274,10 +186,10 @@ def _parse_ena(row: _Row) -> Run:
         if not chosen:
             log.warning(
                 "%s: cannot tell the mates apart among %s; run %s will use its .sra file",
-                row.where("fastq_ftp"), ", ".join(_url_basename(u) for u in urls), run,
+                row.where("fastq_ftp"), ", ".join(url_basename(u) for u in urls), run,
             )
         for i in chosen:
-            name = _url_basename(urls[i])
+            name = url_basename(urls[i])
             if not name:
                 raise InputError(f"{row.where('fastq_ftp')}: no file name in URL {urls[i]!r}")
             files.append(
@@ -310,7 +222,7 @@ def _parse_ena(row: _Row) -> Run:
 
 def _local_file(row: _Row, column: str, value: str) -> tuple[str, Optional[Path]]:
     """(URL, local path to check or None) for an integrate ``read*_path`` cell."""
-    if _SCHEME_RE.match(value):
+    if SCHEME_RE.match(value):
         url = row.url(value, column)
         if url.startswith("file://"):
             return url, Path(url2pathname(urlsplit(url).path))
@@ -324,7 +236,8 @@ def _local_file(row: _Row, column: str, value: str) -> tuple[str, Optional[Path]
 
 def _parse_integrate(row: _Row) -> tuple[Run, list[tuple[str, Path]]]:
     run = row.run
-    files, to_check = [], []
+    files: list[RemoteFile] = []
+    to_check: list[tuple[str, Path]] = []
     for column in ("read1_path", "read2_path"):
         value = row.get(column)
         if value is None or value.lower() == "unavailable":  # amalgkit writes 'unavailable'
@@ -332,7 +245,7 @@ def _parse_integrate(row: _Row) -> tuple[Run, list[tuple[str, Path]]]:
                 raise InputError(f"{row.where(column)}: no read1_path for run {run}")
             continue
         url, local = _local_file(row, column, value)
-        name = _url_basename(url)
+        name = url_basename(url)
         if not name:
             raise InputError(f"{row.where(column)}: no file name in {value!r}")
         if files and files[0].name == name:
@@ -353,7 +266,7 @@ def _parse_integrate(row: _Row) -> tuple[Run, list[tuple[str, Path]]]:
 
 
 def _parse_amalgkit(row: _Row) -> Run:
-    links = [row.url(row.get(c), c) for c in ("AWS_Link", "NCBI_Link") if row.get(c)]
+    links = [row.url(v, c) for c in ("AWS_Link", "NCBI_Link") if (v := row.get(c))]
     return Run(
         run=row.run,
         layout=_layout(row.get("lib_layout")),
@@ -375,6 +288,19 @@ def _parse_runinfo(row: _Row) -> Run:
 
 
 _RUN_COLUMN = {"ena": "run_accession", "integrate": "run", "amalgkit": "run", "runinfo": "Run"}
+
+
+def _no_files(parse: Callable[[_Row], Run]) -> Callable[[_Row], tuple[Run, list[tuple[str, Path]]]]:
+    return lambda row: (parse(row), [])
+
+
+#: format -> the parser of one row: ``(Run, [(column, local file to check), ...])``
+PARSERS: dict[str, Callable[[_Row], tuple[Run, list[tuple[str, Path]]]]] = {
+    "ena": _no_files(_parse_ena),
+    "integrate": _parse_integrate,
+    "amalgkit": _no_files(_parse_amalgkit),
+    "runinfo": _no_files(_parse_runinfo),
+}
 
 
 def _amalgkit_flags(row: _Row) -> Optional[str]:

@@ -12,7 +12,7 @@ Four table formats are recognised by their columns (see :func:`detect_format`):
 ``runinfo``
     NCBI ``efetch -format runinfo`` CSV (``Run``, ``LibraryLayout``, ``download_path``).
 
-A row becomes a :class:`~pipeline.model.Run` in :mod:`pipeline.metadata_formats` (per-format
+A row becomes a :class:`~pipeline.model.Run` in :mod:`pipeline.inputs.formats` (per-format
 parsing, URL normalisation, mate picking); this module reads the table, tells its format, applies
 the selection and writes the reports.
 
@@ -28,23 +28,24 @@ import gzip
 import io
 import logging
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional
 
+from ..files import atomic_write_text
+from ..model import InputError, Run, check_accession
+
+# Defined in formats, re-exported (see __all__) for callers of pipeline.inputs.metadata.
 from .formats import (
     _RUN_COLUMN,
-    _Row,
+    ODP_URL,
+    PARSERS,
     _amalgkit_flags,
     _missing,
-    _parse_amalgkit,
-    _parse_ena,
-    _parse_integrate,
-    _parse_runinfo,
+    _Row,
+    normalise_url,
+    pick_mates,
 )
-# Defined in formats, re-exported (see __all__) for callers of pipeline.metadata.
-from .formats import ODP_URL, normalise_url, pick_mates
-from ..model import PAIRED, SINGLE, InputError, Run, check_accession
-from ..files import atomic_write_text
 from .selection import SELECTION_KEYS, check_selection
 
 __all__ = [
@@ -99,7 +100,7 @@ def _open_text(path: Path):
     ``newline=""`` so that the csv module sees line ends inside quoted fields."""
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
-    return open(path, "r", encoding="utf-8-sig", errors="replace", newline="")
+    return open(path, encoding="utf-8-sig", errors="replace", newline="")
 
 
 def _sniff_separator(path: Path) -> str:
@@ -242,7 +243,7 @@ def load_runs(path, selection: dict | None = None) -> tuple[list[Run], list[tupl
                 path, fmt, ", ".join(candidates), key,
             )
 
-    entries = []  # [run accession, Run or None, reason or None, attrs, files to check]
+    entries: list[_Entry] = []
     seen: dict[str, int] = {}
     for i, values in enumerate(table.rows, start=1):
         row = _Row(path, i, values)
@@ -253,18 +254,12 @@ def load_runs(path, selection: dict | None = None) -> tuple[list[Run], list[tupl
         row.run = acc
         attrs = {key: row.get(col) for key, col in attr_cols.items()}
         reason = _amalgkit_flags(row) if fmt in ("amalgkit", "integrate") else None
-        run, to_check = None, []
+        run: Optional[Run] = None
+        to_check: list[tuple[str, Path]] = []
         if reason is None:
-            if fmt == "ena":
-                run = _parse_ena(row)
-            elif fmt == "integrate":
-                run, to_check = _parse_integrate(row)
-            elif fmt == "amalgkit":
-                run = _parse_amalgkit(row)
-            else:
-                run = _parse_runinfo(row)
+            run, to_check = PARSERS[fmt](row)
             reason = _selection_reason(run, attrs, sel)
-        entries.append([acc, run, reason, to_check])
+        entries.append(_Entry(acc, run, reason, to_check))
 
     unknown_excludes = sorted(sel.get("exclude_runs", set()) - set(seen))
     if unknown_excludes:
@@ -273,21 +268,31 @@ def load_runs(path, selection: dict | None = None) -> tuple[list[Run], list[tupl
     max_runs = sel.get("max_runs")
     kept = 0
     for entry in entries:
-        if entry[2] is None:
+        if entry.reason is None:
             kept += 1
             if max_runs is not None and kept > max_runs:
-                entry[2] = f"max_runs={max_runs}"
+                entry.reason = f"max_runs={max_runs}"
 
     runs, skipped = [], []
-    for acc, run, reason, to_check in entries:
-        if reason is not None:
-            skipped.append((acc, reason))
+    for entry in entries:
+        if entry.reason is not None or entry.run is None:
+            skipped.append((entry.acc, entry.reason or ""))
             continue
-        for column, local in to_check:
+        for column, local in entry.to_check:
             if not local.is_file():
-                raise InputError(f"{path}: run {acc}: {column} file {local} does not exist")
-        runs.append(run)
+                raise InputError(f"{path}: run {entry.acc}: {column} file {local} does not exist")
+        runs.append(entry.run)
     return runs, skipped
+
+
+@dataclass
+class _Entry:
+    """One row of the table on its way to ``runs`` or ``skipped``."""
+
+    acc: str
+    run: Optional[Run]
+    reason: Optional[str]
+    to_check: list[tuple[str, Path]]
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Any, Optional
 
 import yaml
 
-from ..plan.sizes import parse_size
 from ..model import SOURCES, InputError, excerpt, species_problem
+from ..plan.sizes import parse_size
 from . import selection
 
 URL_RE = re.compile(r"^(https?|ftp|file)://", re.IGNORECASE)
@@ -275,7 +275,9 @@ def load_all(config_dir, cpu_cap: Optional[int] = None) -> list[SpeciesConfig]:
     ``cpu_cap`` is the machine-wide CPU resource (luigi.cfg ``[resources] cpu``): a species asking
     for more kallisto threads could never be scheduled, so it is an error here.
     """
-    errors, configs, seen = [], [], {}
+    errors: list[str] = []
+    configs: list[SpeciesConfig] = []
+    seen: dict[str, Path] = {}
     for p in find_species_configs(config_dir):
         try:
             c = load_species_config(p)

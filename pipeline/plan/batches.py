@@ -37,6 +37,7 @@ def make_batches(runs: list[Run], size: Optional[int] = None, max_bytes: Optiona
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
         raise ValueError(f"batch max_bytes must be a whole number of bytes >= 1, got {max_bytes!r}")
     if max_bytes is None:
+        assert size is not None
         return [runs[i:i + size] for i in range(0, len(runs), size)]
 
     out: list[list[Run]] = []
@@ -51,6 +52,7 @@ def make_batches(runs: list[Run], size: Optional[int] = None, max_bytes: Optiona
             current, used, room = [], 0, 0
             continue
         fq = expected_bytes(run, bytes_per_base)
+        assert fq is not None  # a run with a cost has expected bytes
         excess = cost - fq
         if current and ((size is not None and len(current) >= size) or used + fq + max(room, excess) > max_bytes):
             out.append(current)

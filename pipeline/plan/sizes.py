@@ -68,6 +68,7 @@ def sra_peak_bytes(run: Run, bytes_per_base: float = DEFAULT_BYTES_PER_BASE) -> 
     gone by then, and each plain mate is deleted once compressed).
     """
     text = fastq_text_bytes(run)
+    sra: Optional[int]
     if run.sra_bytes is not None:
         sra = run.sra_bytes
     else:

@@ -42,16 +42,6 @@ def parse_version(text: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
-def version(exe: str = "kallisto") -> Optional[str]:
-    """The installed kallisto's version, or None when it cannot be run."""
-    try:
-        out = subprocess.run(version_args(exe), capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                             timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_version(out.stdout + out.stderr)
-
-
 def run(args: list[str], log_path) -> int:
     """Run kallisto with stdout+stderr appended to ``log_path``; return the exit code."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,10 @@ import os
 from contextlib import ExitStack
 from itertools import repeat
 from pathlib import Path
+from typing import Optional
 
+from ..files import atomic_write_text
 from . import kallisto
-from ..files import atomic_write_text, staged_file
 
 MEASURES = ("est_counts", "tpm", "eff_length")
 QC_COLUMNS = ["run", "layout", "n_processed", "n_pseudoaligned", "p_pseudoaligned"]
@@ -129,13 +130,14 @@ def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra
     quant_dir, merged_dir = Path(quant_dir), Path(merged_dir)
     merged_dir.mkdir(parents=True, exist_ok=True)
     present = [r for r in runs if (quant_dir / r / "abundance.tsv").is_file()]
-    parts = {m: [] for m in MEASURES}
-    qc_rows, target_ids = [], None
+    parts: dict[str, list[Path]] = {m: [] for m in MEASURES}
+    qc_rows: list[dict] = []
+    target_ids: Optional[list[str]] = None
     one_block = len(present) <= block
     try:
         for start in range(0, max(len(present), 1), block):
             chunk = present[start:start + block]
-            packed = {m: [] for m in MEASURES}
+            packed: dict[str, list[list[str]]] = {m: [] for m in MEASURES}
             for run in chunk:
                 f = quant_dir / run / "abundance.tsv"
                 ids, cols = read_abundance(f)
@@ -161,7 +163,7 @@ def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra
                     _write_part(part, ["target_id", *chunk], len(ids), ids, packed[m], one_block)
                 else:
                     _write_part(part, chunk, len(ids), None, packed[m], one_block)
-                packed[m] = None
+                packed[m] = []  # written: let the block's values go
         written = {}
         for m in MEASURES:
             dest = merged_dir / f"{species}_{m}.tsv"

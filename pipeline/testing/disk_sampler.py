@@ -55,7 +55,7 @@ class DiskSampler:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> "DiskSampler":
+    def __enter__(self) -> DiskSampler:
         self._t0 = time.monotonic()
         self._stop.clear()
         self.sample()

@@ -23,9 +23,8 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional
 
-from .fileserver_handler import _Fault, _Handler, _Server, _path_of
-# Defined in fileserver_handler, re-exported (see __all__) for callers of pipeline.fileserver.
-from .fileserver_handler import parse_range
+# Defined in fileserver_handler, re-exported (see __all__) for callers of pipeline.testing.fileserver.
+from .fileserver_handler import _Fault, _Handler, _path_of, _Server, parse_range
 
 __all__ = ["FileServer", "main", "parse_range"]
 
@@ -72,7 +71,7 @@ class FileServer:
 
     # -- life cycle -------------------------------------------------------------------------
 
-    def start(self) -> "FileServer":
+    def start(self) -> FileServer:
         if self._httpd is not None:
             raise RuntimeError("FileServer already started")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -104,7 +103,7 @@ class FileServer:
         self._httpd = None
         self._thread = None
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         if self._httpd is None:
             self.start()
         return self
@@ -215,7 +214,7 @@ class FileServer:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.fileserver",
+        prog="python -m pipeline.testing.fileserver",
         description="Serve a directory over HTTP on loopback, with Range support.")
     parser.add_argument("root", help="directory to serve")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")

@@ -1,4 +1,4 @@
-"""The request side of :class:`pipeline.fileserver.FileServer`: the HTTP server and request
+"""The request side of :class:`pipeline.testing.fileserver.FileServer`: the HTTP server and request
 handler, ``Range`` parsing (:func:`parse_range`), and the faults and how they are applied.
 
 Files are served byte for byte as stored (never decoded, never compressed) with
@@ -7,7 +7,7 @@ Files are served byte for byte as stored (never decoded, never compressed) with
 ``Content-Range``; an unsatisfiable range with 416 and ``Content-Range: bytes */TOTAL``; a
 multi-range or malformed ``Range`` header is ignored (200 with the whole file).
 
-Faults (keywords of :meth:`pipeline.fileserver.FileServer.set_fault`, keyed by the exact URL path,
+Faults (keywords of :meth:`pipeline.testing.fileserver.FileServer.set_fault`, keyed by the exact URL path,
 query ignored):
 
 ``times=N``            apply to the first N matching requests only (default: every request).
@@ -135,7 +135,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address, handler, owner: "FileServer", family: int):
+    def __init__(self, address, handler, owner: FileServer, family: int):
         self.address_family = family
         self.owner = owner
         super().__init__(address, handler)
@@ -144,7 +144,7 @@ class _Server(ThreadingHTTPServer):
         # HTTPServer.server_bind does a reverse DNS look-up (getfqdn): skip it.
         TCPServer.server_bind(self)
         host, port = self.server_address[:2]
-        self.server_name = host
+        self.server_name = str(host)
         self.server_port = port
 
     def handle_error(self, request, client_address):
@@ -235,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner._begin(self._entry)
         try:
             self._respond(path, head)
-        except (ConnectionError, socket.timeout, TimeoutError):
+        except (ConnectionError, TimeoutError):
             self.close_connection = True
         except OSError:
             if owner._stopping.is_set():
@@ -330,13 +330,14 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             source.close()
 
-    def _stream(self, source: "_Source", start: int, length: int, spec: Dict[str, Any]):
+    def _stream(self, source: _Source, start: int, length: int, spec: Dict[str, Any]):
         owner = self.server.owner
         stopping = owner._stopping
-        drop_after = spec.get("drop_after")
-        stall_after = spec.get("stall_after")
+        drop_after: Optional[int] = spec.get("drop_after")
+        raw_stall = spec.get("stall_after")
+        stall_after: int = length if raw_stall is None else raw_stall
         stall_seconds = spec.get("stall_seconds", 0)
-        stalled = stall_after is None or stall_after >= length
+        stalled = stall_after >= length
         sent = 0
         bucket_t0, bucket_base, bucket_bps = time.monotonic(), 0, None
 
