@@ -21,6 +21,7 @@ MB = 10**6 bytes throughout. Prints a plain-text table and writes the same figur
 sample) to OUT/download_bench.json. Temporary files go to a folder under OUT and are removed.
 Only 127.0.0.1 is contacted; subprocesses get argument lists, never shell strings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,6 +61,7 @@ PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PRO
 
 
 # -- the server, in this process or in a child process -------------------------------------------
+
 
 def _server_child(root: str, conn) -> None:
     """Child process: run a FileServer and answer calls sent through ``conn``."""
@@ -184,6 +186,7 @@ class ThreadServer:
 
 # -- test files -----------------------------------------------------------------------------------
 
+
 @dataclass
 class TestFile:
     path: Path
@@ -205,6 +208,7 @@ def make_file(path: Path, size: int) -> TestFile:
 
 
 # -- one download each way ------------------------------------------------------------------------
+
 
 @dataclass
 class RecordingPolicy(RetryPolicy):
@@ -234,8 +238,13 @@ def run_ours(url: str, tf: TestFile, dest: Path, with_md5: bool = True, policy=N
     except DownloadError as e:
         ok, error, attempts = False, str(e), None
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "ok": ok, "error": error, "attempts": attempts,
-            "backoff_s": sum(policy.slept) if isinstance(policy, RecordingPolicy) else None}
+    return {
+        "seconds": seconds,
+        "ok": ok,
+        "error": error,
+        "attempts": attempts,
+        "backoff_s": sum(policy.slept) if isinstance(policy, RecordingPolicy) else None,
+    }
 
 
 def run_curl(cmd: List[str]) -> dict:
@@ -255,8 +264,7 @@ def curl_version() -> Optional[tuple]:
     exe = shutil.which("curl")
     if not exe:
         return None
-    out = subprocess.run([exe, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         text=True).stdout
+    out = subprocess.run([exe, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
     m = re.match(r"curl (\d+)\.(\d+)\.(\d+)", out)
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (0, 0, 0)
 
@@ -271,6 +279,7 @@ def fmt(value, spec=".0f", none="-"):
 
 
 # -- scenarios ------------------------------------------------------------------------------------
+
 
 def scenario_a(server, files, repeats, dl: Path, have_curl: bool) -> dict:
     variants = ["ours", "curl", "ours_nomd5"] if have_curl else ["ours", "ours_nomd5"]
@@ -291,8 +300,7 @@ def scenario_a(server, files, repeats, dl: Path, have_curl: bool) -> dict:
                     res.update(ok=ok and digest == tf.md5, md5_seconds=md5_s)
                 else:
                     res = run_ours(url, tf, dest, with_md5=(v == "ours"))
-                res.update(variant=v, file=tf.path.name, repeat=r, bytes=tf.size,
-                           mbps=tf.size / MB / res["seconds"])
+                res.update(variant=v, file=tf.path.name, repeat=r, bytes=tf.size, mbps=tf.size / MB / res["seconds"])
                 if v == "curl" and res.get("md5_seconds") is not None:
                     res["mbps_with_md5"] = tf.size / MB / (res["seconds"] + res["md5_seconds"])
                 if not res["ok"]:
@@ -326,8 +334,11 @@ def scenario_a(server, files, repeats, dl: Path, have_curl: bool) -> dict:
 def _wire(server, url_path: str) -> dict:
     server.wait_idle()
     reqs = [q for q in server.requests() if q["path"] == url_path]
-    return {"requests": len(reqs), "wire_bytes": sum(q["bytes_sent"] or 0 for q in reqs),
-            "log": [{k: q[k] for k in ("range", "status", "bytes_sent", "fault")} for q in reqs]}
+    return {
+        "requests": len(reqs),
+        "wire_bytes": sum(q["bytes_sent"] or 0 for q in reqs),
+        "log": [{k: q[k] for k in ("range", "status", "bytes_sent", "fault")} for q in reqs],
+    }
 
 
 def scenario_b(server, tf: TestFile, runs: int, drops: int, dl: Path, work: Path, cv) -> dict:
@@ -335,8 +346,13 @@ def scenario_b(server, tf: TestFile, runs: int, drops: int, dl: Path, work: Path
     url = server.url + tf.url_path
     retry_ok = cv is not None and cv >= (7, 71, 0)
     quiet = ["-S", "--no-progress-meter"] if cv is not None and cv >= (7, 67, 0) else ["-sS"]
-    curl_retry_cmd = (["curl"] + quiet + ["--fail", "--retry", "5", "--retry-delay", "0"]
-                      + (["--retry-all-errors"] if retry_ok else []) + ["-C", "-"])
+    curl_retry_cmd = (
+        ["curl"]
+        + quiet
+        + ["--fail", "--retry", "5", "--retry-delay", "0"]
+        + (["--retry-all-errors"] if retry_ok else [])
+        + ["-C", "-"]
+    )
     tools = ["ours"] + (["curl_retry", "curl_loop"] if cv is not None else [])
     samples = []
     for r in range(runs):
@@ -376,15 +392,27 @@ def scenario_b(server, tf: TestFile, runs: int, drops: int, dl: Path, work: Path
                     rc, last_err = one["returncode"], one["stderr"]
                     if rc == 0:
                         break
-                res = {"seconds": total, "returncode": rc, "stderr": last_err, "curl_runs": runs_done,
-                       "ok": rc == 0, "backoff_s": 0.0, "backoff_source": "none (re-run at once)"}
+                res = {
+                    "seconds": total,
+                    "returncode": rc,
+                    "stderr": last_err,
+                    "curl_runs": runs_done,
+                    "ok": rc == 0,
+                    "backoff_s": 0.0,
+                    "backoff_source": "none (re-run at once)",
+                }
                 final = dest
             res.update(_wire(server, tf.url_path))
             ranges = [q["range"] for q in res["log"]]
             res["resumed_with_range"] = any(rg and not rg.startswith("bytes=0-") for rg in ranges[1:])
             digest = md5_file(final) if final.exists() else None
-            res.update(tool=tool, run=r, md5_ok=digest == tf.md5, ok=bool(res.get("ok")) and digest == tf.md5,
-                       note=note or ("resumed with Range" if res["resumed_with_range"] else ""))
+            res.update(
+                tool=tool,
+                run=r,
+                md5_ok=digest == tf.md5,
+                ok=bool(res.get("ok")) and digest == tf.md5,
+                note=note or ("resumed with Range" if res["resumed_with_range"] else ""),
+            )
             if res["backoff_s"] is not None:
                 res["seconds_minus_backoff"] = res["seconds"] - res["backoff_s"]
             samples.append(res)
@@ -405,11 +433,17 @@ def scenario_b(server, tf: TestFile, runs: int, drops: int, dl: Path, work: Path
             "resumed_with_range": all(s["resumed_with_range"] for s in rows),
             "note": rows[-1]["note"] if rows else "",
         }
-    return {"file": tf.path.name, "bytes": tf.size, "drop_after": drop_after, "drops": drops,
-            "ours_policy": {"backoff_base": 0.05, "attempts": RetryPolicy().attempts},
-            "curl_retry_cmd": curl_retry_cmd + ["-o", "FILE", "URL"],
-            "curl_loop_cmd": ["curl", "-sS", "--fail", "-C", "-", "-o", "FILE", "URL"],
-            "summary": summary, "samples": samples}
+    return {
+        "file": tf.path.name,
+        "bytes": tf.size,
+        "drop_after": drop_after,
+        "drops": drops,
+        "ours_policy": {"backoff_base": 0.05, "attempts": RetryPolicy().attempts},
+        "curl_retry_cmd": curl_retry_cmd + ["-o", "FILE", "URL"],
+        "curl_loop_cmd": ["curl", "-sS", "--fail", "-C", "-", "-o", "FILE", "URL"],
+        "summary": summary,
+        "samples": samples,
+    }
 
 
 def scenario_c(server, files, runs: int, bps: float, dl: Path, have_curl: bool) -> dict:
@@ -419,30 +453,45 @@ def scenario_c(server, files, runs: int, bps: float, dl: Path, have_curl: bool) 
     tools = ["ours", "curl"] if have_curl else ["ours"]
     try:
         for r in range(runs):
-            for tool in (tools if r % 2 == 0 else tools[::-1]):
+            for tool in tools if r % 2 == 0 else tools[::-1]:
                 dests = [dl / f"c_{tool}_{i}.bin" for i in range(len(files))]
                 for d in dests:
                     clear_dest(d)
                 t0 = time.perf_counter()
                 if tool == "ours":
                     with ThreadPoolExecutor(len(files)) as pool:
-                        results = list(pool.map(
-                            lambda pair: run_ours(server.url + pair[0].url_path, pair[0], pair[1]),
-                            zip(files, dests)))
+                        results = list(
+                            pool.map(
+                                lambda pair: run_ours(server.url + pair[0].url_path, pair[0], pair[1]),
+                                zip(files, dests),
+                            )
+                        )
                     oks = [x["ok"] for x in results]
                 else:
-                    procs = [subprocess.Popen(["curl", "-sS", "--fail", "-o", str(d), server.url + tf.url_path],
-                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.PIPE)
-                             for tf, d in zip(files, dests)]
+                    procs = [
+                        subprocess.Popen(
+                            ["curl", "-sS", "--fail", "-o", str(d), server.url + tf.url_path],
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                        )
+                        for tf, d in zip(files, dests)
+                    ]
                     rcs = [p.wait() for p in procs]
                     for p in procs:
                         p.stderr.close()
                     oks = [rc == 0 for rc in rcs]
                 seconds = time.perf_counter() - t0
                 md5_ok = all(d.exists() and md5_file(d) == tf.md5 for tf, d in zip(files, dests))
-                samples.append({"tool": tool, "run": r, "seconds": seconds, "mbps": total / MB / seconds,
-                                "ok": all(oks) and md5_ok})
+                samples.append(
+                    {
+                        "tool": tool,
+                        "run": r,
+                        "seconds": seconds,
+                        "mbps": total / MB / seconds,
+                        "ok": all(oks) and md5_ok,
+                    }
+                )
                 for d in dests:
                     clear_dest(d)
     finally:
@@ -450,18 +499,28 @@ def scenario_c(server, files, runs: int, bps: float, dl: Path, have_curl: bool) 
     summary = {}
     for tool in tools:
         rows = [s for s in samples if s["tool"] == tool]
-        summary[tool] = {"seconds": med([s["seconds"] for s in rows]), "mbps": med([s["mbps"] for s in rows]),
-                         "all_ok": all(s["ok"] for s in rows)}
+        summary[tool] = {
+            "seconds": med([s["seconds"] for s in rows]),
+            "mbps": med([s["mbps"] for s in rows]),
+            "all_ok": all(s["ok"] for s in rows),
+        }
     ideal = len(files) * bps / MB
     for tool in tools:
         summary[tool]["share_of_ideal"] = summary[tool]["mbps"] / ideal if summary[tool]["mbps"] else None
     if have_curl and summary["curl"]["mbps"]:
         summary["ratio_ours_vs_curl"] = summary["ours"]["mbps"] / summary["curl"]["mbps"]
-    return {"files": len(files), "bytes_each": files[0].size, "throttle_bps_per_response": bps,
-            "ideal_mbps": ideal, "summary": summary, "samples": samples}
+    return {
+        "files": len(files),
+        "bytes_each": files[0].size,
+        "throttle_bps_per_response": bps,
+        "ideal_mbps": ideal,
+        "summary": summary,
+        "samples": samples,
+    }
 
 
 # -- md5 speed and read-loop variants --------------------------------------------------------------
+
 
 def md5_speed() -> dict:
     buf = os.urandom(64 << 20)
@@ -471,7 +530,7 @@ def md5_speed() -> dict:
         h = hashlib.md5()
         t0 = time.perf_counter()
         for i in range(0, len(buf), download.CHUNK):
-            h.update(view[i:i + download.CHUNK])
+            h.update(view[i : i + download.CHUNK])
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
     return {"hashlib_md5_mbps": len(buf) / MB / best}
@@ -513,8 +572,9 @@ LOOP_VARIANTS = [
 ]
 
 
-def scenario_m(server, tf: TestFile, repeats: int, dl: Path, link_file: Optional[TestFile],
-               link_mbps: List[float]) -> dict:
+def scenario_m(
+    server, tf: TestFile, repeats: int, dl: Path, link_file: Optional[TestFile], link_mbps: List[float]
+) -> dict:
     out = {"md5": md5_speed()}
     digest, secs = timed_md5(tf.path)
     out["md5"]["md5_file_cached_mbps"] = tf.size / MB / secs
@@ -522,7 +582,7 @@ def scenario_m(server, tf: TestFile, repeats: int, dl: Path, link_file: Optional
     dest = dl / "m.bin"
     samples = {name: [] for name, *_ in LOOP_VARIANTS}
     for r in range(repeats):
-        order = LOOP_VARIANTS[r % len(LOOP_VARIANTS):] + LOOP_VARIANTS[:r % len(LOOP_VARIANTS)]
+        order = LOOP_VARIANTS[r % len(LOOP_VARIANTS) :] + LOOP_VARIANTS[: r % len(LOOP_VARIANTS)]
         for name, mode, chunk, inline in order:
             clear_dest(dest)
             t0 = time.perf_counter()
@@ -541,41 +601,61 @@ def scenario_m(server, tf: TestFile, repeats: int, dl: Path, link_file: Optional
                 server.set_throttle(mbps * MB)
                 got = {name: [] for name, *_ in pair}
                 for r in range(repeats):
-                    for name, mode, chunk, inline in (pair if r % 2 == 0 else pair[::-1]):
+                    for name, mode, chunk, inline in pair if r % 2 == 0 else pair[::-1]:
                         clear_dest(dest)
                         t0 = time.perf_counter()
                         if _loop(url, dest, chunk, mode, inline) != link_file.md5:
                             raise RuntimeError(f"read-loop variant {name!r} produced a wrong md5")
                         got[name].append(link_file.size / MB / (time.perf_counter() - t0))
                 after, during = med(got[pair[0][0]]), med(got[pair[1][0]])
-                links.append({"link_mbps": mbps, "md5_after_mbps": after, "md5_while_receiving_mbps": during,
-                              "gain": during / after - 1, "samples": got})
+                links.append(
+                    {
+                        "link_mbps": mbps,
+                        "md5_after_mbps": after,
+                        "md5_while_receiving_mbps": during,
+                        "gain": during / after - 1,
+                        "samples": got,
+                    }
+                )
         finally:
             server.set_throttle(None)
     out["throttled_links"] = links
     out["link_file_bytes"] = link_file.size if link_file is not None else None
     clear_dest(dest)
     base = med(samples[LOOP_VARIANTS[0][0]])
-    out["loop_variants"] = [{"variant": name, "mbps": med(samples[name]),
-                             "vs_download_py": med(samples[name]) / base if base else None,
-                             "samples_mbps": samples[name]} for name, *_ in LOOP_VARIANTS]
+    out["loop_variants"] = [
+        {
+            "variant": name,
+            "mbps": med(samples[name]),
+            "vs_download_py": med(samples[name]) / base if base else None,
+            "samples_mbps": samples[name],
+        }
+        for name, *_ in LOOP_VARIANTS
+    ]
     return out
 
 
 # -- report ---------------------------------------------------------------------------------------
 
+
 def report(res: dict) -> str:
     cfg = res["config"]
     L = []
-    L.append(f"download_bench: {cfg['files']} files x {cfg['size_mb']:g} MB (random bytes), {cfg['repeats']} repeats; "
-             f"server on 127.0.0.1 in {cfg['server_where']}")
+    L.append(
+        f"download_bench: {cfg['files']} files x {cfg['size_mb']:g} MB (random bytes), {cfg['repeats']} repeats; "
+        f"server on 127.0.0.1 in {cfg['server_where']}"
+    )
     m = res["machine"]
-    L.append(f"machine: {m['cpus']} CPUs, Python {m['python']}, {m['curl'] or 'no curl'}; MB = 10^6 bytes; "
-             f"load avg at start {fmt(m['loadavg_1min_at_start'], '.2f')}; total run {res['total_seconds']:.1f} s")
+    L.append(
+        f"machine: {m['cpus']} CPUs, Python {m['python']}, {m['curl'] or 'no curl'}; MB = 10^6 bytes; "
+        f"load avg at start {fmt(m['loadavg_1min_at_start'], '.2f')}; total run {res['total_seconds']:.1f} s"
+    )
     if "M" in res:
         md = res["M"]["md5"]
-        L.append(f"md5 on this machine: hashlib {md['hashlib_md5_mbps']:.0f} MB/s in memory, "
-                 f"md5_file {md['md5_file_cached_mbps']:.0f} MB/s on a cached file")
+        L.append(
+            f"md5 on this machine: hashlib {md['hashlib_md5_mbps']:.0f} MB/s in memory, "
+            f"md5_file {md['md5_file_cached_mbps']:.0f} MB/s on a cached file"
+        )
     L.append("")
     a = res["A"]["summary"]
     L.append(f"A. clean downloads, interleaved, median of {a['n_per_tool']} per tool")
@@ -591,61 +671,87 @@ def report(res: dict) -> str:
     if c:
         row("curl -sS --fail -o FILE URL", c, a["curl_s_per_file"])
         row("curl, then md5 of the file (timed apart)", a["curl_then_md5_mbps"], None)
-        L.append(f"   ours/curl {fmt(a['ratio_ours_vs_curl'], '.2f')}; "
-                 f"ours without md5/curl {fmt(a['ratio_ours_nomd5_vs_curl'], '.2f')}; "
-                 f"ours/(curl then md5) {fmt(a['ratio_ours_vs_curl_then_md5'], '.2f')}")
+        L.append(
+            f"   ours/curl {fmt(a['ratio_ours_vs_curl'], '.2f')}; "
+            f"ours without md5/curl {fmt(a['ratio_ours_nomd5_vs_curl'], '.2f')}; "
+            f"ours/(curl then md5) {fmt(a['ratio_ours_vs_curl_then_md5'], '.2f')}"
+        )
     if a["md5_share_of_ours"] is not None:
-        L.append(f"   md5 verification: {100 * a['md5_share_of_ours']:.0f}% of our fetch time "
-                 f"(median with md5 vs md5=None)")
+        L.append(
+            f"   md5 verification: {100 * a['md5_share_of_ours']:.0f}% of our fetch time (median with md5 vs md5=None)"
+        )
     for f in res["A"]["failures"]:
         L.append(f"   FAILED: {f}")
     if "B" in res:
         b = res["B"]
         L.append("")
-        L.append(f"B. connection dropped {b['drops']} times (every {b['drop_after'] / MB:.1f} MB) on one "
-                 f"{b['bytes'] / MB:.0f} MB file; median of {cfg['b_runs']} run(s)")
-        L.append("   ours: RetryPolicy(backoff_base=0.05) so back-off stays small; curl --retry-delay 0 means "
-                 "curl's default back-off (1 s, doubling)")
-        L.append(f"   {'tool':28s} {'wall s':>7s} {'backoff':>8s} {'wall-bo':>8s} {'reqs':>5s} "
-                 f"{'wire MB':>8s} {'wire/size':>9s} {'md5 ok':>6s}  note")
-        labels = {"ours": "ours fetch() (Range resume)", "curl_retry": "curl --retry 5 ... -C -",
-                  "curl_loop": "curl -C - re-run by a loop"}
+        L.append(
+            f"B. connection dropped {b['drops']} times (every {b['drop_after'] / MB:.1f} MB) on one "
+            f"{b['bytes'] / MB:.0f} MB file; median of {cfg['b_runs']} run(s)"
+        )
+        L.append(
+            "   ours: RetryPolicy(backoff_base=0.05) so back-off stays small; curl --retry-delay 0 means "
+            "curl's default back-off (1 s, doubling)"
+        )
+        L.append(
+            f"   {'tool':28s} {'wall s':>7s} {'backoff':>8s} {'wall-bo':>8s} {'reqs':>5s} "
+            f"{'wire MB':>8s} {'wire/size':>9s} {'md5 ok':>6s}  note"
+        )
+        labels = {
+            "ours": "ours fetch() (Range resume)",
+            "curl_retry": "curl --retry 5 ... -C -",
+            "curl_loop": "curl -C - re-run by a loop",
+        }
         for tool, s in b["summary"].items():
-            L.append(f"   {labels[tool]:28s} {fmt(s['seconds'], '.2f'):>7s} {fmt(s['backoff_s'], '.2f'):>8s} "
-                     f"{fmt(s['seconds_minus_backoff'], '.2f'):>8s} {fmt(s['requests'], '.0f'):>5s} "
-                     f"{s['wire_bytes'] / MB:8.0f} {s['wire_over_size']:9.2f} "
-                     f"{'yes' if s['all_md5_ok'] else 'NO':>6s}  {s['note']}")
+            L.append(
+                f"   {labels[tool]:28s} {fmt(s['seconds'], '.2f'):>7s} {fmt(s['backoff_s'], '.2f'):>8s} "
+                f"{fmt(s['seconds_minus_backoff'], '.2f'):>8s} {fmt(s['requests'], '.0f'):>5s} "
+                f"{s['wire_bytes'] / MB:8.0f} {s['wire_over_size']:9.2f} "
+                f"{'yes' if s['all_md5_ok'] else 'NO':>6s}  {s['note']}"
+            )
         L.append(f"   curl --retry command: {' '.join(b['curl_retry_cmd'])}")
     if "C" in res:
         cc = res["C"]
         L.append("")
-        L.append(f"C. throttled server ({cc['throttle_bps_per_response'] / MB:g} MB/s per response), "
-                 f"{cc['files']} files x {cc['bytes_each'] / MB:.0f} MB at once; ideal "
-                 f"{cc['ideal_mbps']:.0f} MB/s; median of {cfg['c_runs']} run(s)")
+        L.append(
+            f"C. throttled server ({cc['throttle_bps_per_response'] / MB:g} MB/s per response), "
+            f"{cc['files']} files x {cc['bytes_each'] / MB:.0f} MB at once; ideal "
+            f"{cc['ideal_mbps']:.0f} MB/s; median of {cfg['c_runs']} run(s)"
+        )
         L.append(f"   {'tool':44s} {'wall s':>7s} {'MB/s':>7s} {'of ideal':>8s} {'md5 ok':>6s}")
-        labels = {"ours": f"ours: {cc['files']} threads of fetch(), md5 checked",
-                  "curl": f"curl: {cc['files']} processes (no md5 check)"}
+        labels = {
+            "ours": f"ours: {cc['files']} threads of fetch(), md5 checked",
+            "curl": f"curl: {cc['files']} processes (no md5 check)",
+        }
         for tool in ("ours", "curl"):
             s = cc["summary"].get(tool)
             if s:
-                L.append(f"   {labels[tool]:44s} {fmt(s['seconds'], '.2f'):>7s} {fmt(s['mbps'], '.1f'):>7s} "
-                         f"{fmt(100 * s['share_of_ideal'], '.0f') + '%':>8s} {'yes' if s['all_ok'] else 'NO':>6s}")
+                L.append(
+                    f"   {labels[tool]:44s} {fmt(s['seconds'], '.2f'):>7s} {fmt(s['mbps'], '.1f'):>7s} "
+                    f"{fmt(100 * s['share_of_ideal'], '.0f') + '%':>8s} {'yes' if s['all_ok'] else 'NO':>6s}"
+                )
         if "ratio_ours_vs_curl" in cc["summary"]:
             L.append(f"   ours/curl {cc['summary']['ratio_ours_vs_curl']:.2f}")
     if "M" in res:
         L.append("")
-        L.append(f"M. read-loop variants (urllib as in pipeline/fetch/transfer.py, written in this script), "
-                 f"one {res['M']['bytes'] / MB:.0f} MB file, median of {cfg['repeats']}")
+        L.append(
+            f"M. read-loop variants (urllib as in pipeline/fetch/transfer.py, written in this script), "
+            f"one {res['M']['bytes'] / MB:.0f} MB file, median of {cfg['repeats']}"
+        )
         L.append(f"   {'variant':44s} {'MB/s':>7s} {'vs old':>7s}")
         for v in res["M"]["loop_variants"]:
             L.append(f"   {v['variant']:44s} {fmt(v['mbps']):>7s} {fmt(v['vs_download_py'], '.2f'):>7s}")
         links = res["M"]["throttled_links"]
         if links:
-            L.append(f"   on a throttled link ({res['M']['link_file_bytes'] / MB:.0f} MB file), read1 1 MiB: "
-                     f"md5 after vs md5 while receiving")
+            L.append(
+                f"   on a throttled link ({res['M']['link_file_bytes'] / MB:.0f} MB file), read1 1 MiB: "
+                f"md5 after vs md5 while receiving"
+            )
             for k in links:
-                L.append(f"   link {k['link_mbps']:g} MB/s: after {fmt(k['md5_after_mbps'])} MB/s, while receiving "
-                         f"{fmt(k['md5_while_receiving_mbps'])} MB/s ({100 * k['gain']:+.0f}%)")
+                L.append(
+                    f"   link {k['link_mbps']:g} MB/s: after {fmt(k['md5_after_mbps'])} MB/s, while receiving "
+                    f"{fmt(k['md5_while_receiving_mbps'])} MB/s ({100 * k['gain']:+.0f}%)"
+                )
     return "\n".join(L)
 
 
@@ -661,12 +767,19 @@ def main(argv=None) -> int:
     ap.add_argument("--c-files", type=int, default=4, help="parallel downloads in C (default 4)")
     ap.add_argument("--c-mbps", type=float, default=20, help="per-response throttle in C, MB/s (default 20)")
     ap.add_argument("--c-runs", type=int, default=2, help="runs per tool in C (default 2)")
-    ap.add_argument("--m-link-mbps", default="100,200",
-                    help="throttled links for the md5-after vs md5-while-receiving rows in M ('' for none)")
+    ap.add_argument(
+        "--m-link-mbps",
+        default="100,200",
+        help="throttled links for the md5-after vs md5-while-receiving rows in M ('' for none)",
+    )
     ap.add_argument("--m-link-size-mb", type=float, default=50, help="file size for those rows (default 50)")
     ap.add_argument("--skip", default="", help="scenarios to skip, e.g. BC or M")
-    ap.add_argument("--server", choices=("process", "thread"), default="process",
-                    help="run the file server in a child process (default) or in this process")
+    ap.add_argument(
+        "--server",
+        choices=("process", "thread"),
+        default="process",
+        help="run the file server in a child process (default) or in this process",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args(argv)
     skip = set(args.skip.upper())
@@ -693,6 +806,7 @@ def main(argv=None) -> int:
         result["seconds_section"] = time.perf_counter() - t0
         say(f"  {name}: {result['seconds_section']:.1f} s")
         return result
+
     server = None
     try:
         size = int(args.size_mb * MB)
@@ -709,13 +823,23 @@ def main(argv=None) -> int:
         server = ChildServer(serve) if args.server == "process" else ThreadServer(serve)
         say(f"server {server.url} in {server.where}")
         res = {
-            "config": {"size_mb": args.size_mb, "files": args.files, "repeats": args.repeats,
-                       "b_runs": args.b_runs, "c_runs": args.c_runs, "server": args.server,
-                       "server_where": server.where, "mb": MB},
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "loadavg_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-                        "platform": platform.platform(),
-                        "curl": "curl " + ".".join(map(str, cv)) if cv else None},
+            "config": {
+                "size_mb": args.size_mb,
+                "files": args.files,
+                "repeats": args.repeats,
+                "b_runs": args.b_runs,
+                "c_runs": args.c_runs,
+                "server": args.server,
+                "server_where": server.where,
+                "mb": MB,
+            },
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "loadavg_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                "platform": platform.platform(),
+                "curl": "curl " + ".".join(map(str, cv)) if cv else None,
+            },
         }
         if "M" not in skip:
             res["M"] = timed("M", scenario_m, server, files[0], args.repeats, dl, link_file, link_mbps)
@@ -732,7 +856,9 @@ def main(argv=None) -> int:
         json_path = out_dir / "download_bench.json"
         json_path.write_text(json.dumps(res, indent=2, default=str) + "\n")
         print(f"\nJSON: {json_path}")
-        ours_bad = any(not f.startswith("curl") for f in res["A"]["failures"]) or ("B" in res and not res["B"]["summary"]["ours"]["all_md5_ok"])
+        ours_bad = any(not f.startswith("curl") for f in res["A"]["failures"]) or (
+            "B" in res and not res["B"]["summary"]["ours"]["all_md5_ok"]
+        )
         return 1 if ours_bad else 0
     finally:
         if server is not None:

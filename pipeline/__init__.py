@@ -2,6 +2,7 @@
 
 ``luigi --module pipeline MultiSpecies --local-scheduler`` runs every species in ``config_dir``.
 """
+
 from .tasks import BatchCleanup, BatchDownload, BatchQuant, BuildIndex, MultiSpecies, Species, SplitMetadata
 
 __all__ = ["BatchCleanup", "BatchDownload", "BatchQuant", "BuildIndex", "MultiSpecies", "Species", "SplitMetadata"]

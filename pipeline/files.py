@@ -5,6 +5,7 @@ Python, :func:`staged_path` for a file or folder that another program (kallisto,
 several steps fill. Both use a temporary name beside the destination (:func:`temp_path`) and
 rename it into place only when the block ends without error; on error the temporary is removed.
 """
+
 from __future__ import annotations
 
 import json

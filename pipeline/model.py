@@ -4,6 +4,7 @@ the tools to call, and the name checks that guard them.
 Runs travel between tasks as JSON (the batch files, the task markers), so every record converts to
 and from a plain dict. Each name rule (accession, species, source) is defined here once.
 """
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@
 ``{output_dir}/{species}/`` holds ``fastq/`` (reads in flight), ``quant/{run}/``, ``merged/``,
 ``genome/`` and ``work/{metadata,logs,markers}/``. Marker names are built and parsed here only.
 """
+
 from __future__ import annotations
 
 import re
@@ -82,15 +83,9 @@ class SpeciesPaths:
     runs_table = property(lambda self: self.metadata / "runs.tsv")
     skipped_table = property(lambda self: self.metadata / "skipped.tsv")
     summary = property(lambda self: self.metadata / "summary.json")
-
-    @property
-    def ena_search(self) -> Path:
-        """The saved answer of ``metadata.query``: planning reads it, refresh replaces it."""
-        return self.metadata / "ena_search.tsv"
-
-    @property
-    def failed_runs(self) -> Path:
-        return self.metadata / "failed_runs.tsv"
+    failed_runs = property(lambda self: self.metadata / "failed_runs.tsv")
+    #: the saved answer of ``metadata.query``: planning reads it, refresh replaces it
+    ena_search = property(lambda self: self.metadata / "ena_search.tsv")
 
     # -- per run -------------------------------------------------------------------------------
     def run_fastq(self, run: str) -> Path:
@@ -107,10 +102,7 @@ class SpeciesPaths:
     index_log = property(lambda self: self.logs / "index.log")
     disk_log = property(lambda self: self.logs / "disk.log")
     metadata_log = property(lambda self: self.logs / "metadata.log")
-
-    @property
-    def index(self) -> Path:
-        return self.genome / "transcriptome.idx"
+    index = property(lambda self: self.genome / "transcriptome.idx")
 
 
 def species_under(output_dir) -> list[str]:

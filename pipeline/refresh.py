@@ -1,4 +1,5 @@
 """``python -m pipeline.refresh``: the command in :mod:`pipeline.cli.refresh`."""
+
 import sys
 
 from .cli.refresh import main

@@ -1,4 +1,5 @@
 """``python -m pipeline.retry``: the command in :mod:`pipeline.cli.reset`."""
+
 import sys
 
 from .cli.reset import main

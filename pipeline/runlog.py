@@ -1,4 +1,5 @@
 """Per-run log files under ``work/logs/RUN.log``: one timestamped line per event."""
+
 from __future__ import annotations
 
 import threading

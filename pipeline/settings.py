@@ -3,6 +3,7 @@
 they turn it into plain records (:class:`~pipeline.fetch.retry.RetryPolicy`,
 :class:`~pipeline.model.Tools`) that the domain code takes as arguments.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -32,21 +33,31 @@ class PipelineSettings(_Section):
 
     section = "pipeline"
     download_attempts = luigi.IntParameter(default=_DEFAULT_POLICY.attempts, description="transfer attempts per file")
-    stall_seconds = luigi.FloatParameter(default=_DEFAULT_POLICY.stall_seconds,
-                                         description="abort an attempt after this long without data")
-    backoff_base = luigi.FloatParameter(default=_DEFAULT_POLICY.backoff_base,
-                                        description="first retry delay in seconds; doubles")
+    stall_seconds = luigi.FloatParameter(
+        default=_DEFAULT_POLICY.stall_seconds, description="abort an attempt after this long without data"
+    )
+    backoff_base = luigi.FloatParameter(
+        default=_DEFAULT_POLICY.backoff_base, description="first retry delay in seconds; doubles"
+    )
     backoff_max = luigi.FloatParameter(default=_DEFAULT_POLICY.backoff_max, description="cap on the retry delay")
-    max_retry_after = luigi.FloatParameter(default=_DEFAULT_POLICY.max_retry_after,
-                                           description="cap on a server's Retry-After")
+    max_retry_after = luigi.FloatParameter(
+        default=_DEFAULT_POLICY.max_retry_after, description="cap on a server's Retry-After"
+    )
     ena_portal_url = luigi.Parameter(default=DEFAULT_BASE_URL, description="ENA portal API base URL")
-    disk_limit = luigi.Parameter(default="", description="cap on bytes under the output directory, e.g. 500G "
-                                 "(empty: only the file system's free space counts)")
+    disk_limit = luigi.Parameter(
+        default="",
+        description="cap on bytes under the output directory, e.g. 500G "
+        "(empty: only the file system's free space counts)",
+    )
 
     def retry_policy(self, stall_seconds: Optional[float] = None) -> RetryPolicy:
-        return RetryPolicy(attempts=self.download_attempts, backoff_base=self.backoff_base,
-                           backoff_max=self.backoff_max, max_retry_after=self.max_retry_after,
-                           stall_seconds=stall_seconds or self.stall_seconds)
+        return RetryPolicy(
+            attempts=self.download_attempts,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            max_retry_after=self.max_retry_after,
+            stall_seconds=stall_seconds or self.stall_seconds,
+        )
 
     def disk_limit_bytes(self) -> Optional[int]:
         return parse_size(self.disk_limit) if self.disk_limit else None
@@ -64,13 +75,17 @@ class FasterqDumpSettings(_Section):
 
     section = "fasterq_dump"
     binary = luigi.Parameter(default=Tools.fasterq_dump, description="fasterq-dump executable")
-    gzip = luigi.BoolParameter(default=Tools.gzip_fastq,
-                               description="gzip the converted FASTQ (level 1) before kallisto")
+    gzip = luigi.BoolParameter(
+        default=Tools.gzip_fastq, description="gzip the converted FASTQ (level 1) before kallisto"
+    )
 
 
 def tools() -> Tools:
-    return Tools(kallisto=KallistoSettings().binary, fasterq_dump=FasterqDumpSettings().binary,
-                 gzip_fastq=FasterqDumpSettings().gzip)
+    return Tools(
+        kallisto=KallistoSettings().binary,
+        fasterq_dump=FasterqDumpSettings().binary,
+        gzip_fastq=FasterqDumpSettings().gzip,
+    )
 
 
 def cpu_cap() -> Optional[int]:

@@ -1,4 +1,5 @@
 """``python -m pipeline.status``: the command in :mod:`pipeline.cli.status`."""
+
 import sys
 
 from .cli.status import main

@@ -5,10 +5,10 @@ Each step takes the species config, its :class:`~pipeline.paths.SpeciesPaths` an
 settings as plain records, and returns the figures its task writes into its marker. ``status`` is
 a callable ``(message, percent or None)`` for the scheduler's web view; it may do nothing.
 """
+
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .fetch import sra
 from .fetch.retry import RetryPolicy
 from .fetch.sources import FetchSetup, apply_max_bp, clear_run_dir, obtain_run
 from .fetch.transfer import fetch, safe_name
@@ -27,7 +26,8 @@ from .model import RemoteFile, Run, RunDownload, RunQuant, Tools
 from .paths import DOWNLOAD, QUANT, SpeciesPaths
 from .plan import batches, space
 from .plan.sizes import human
-from .quant import kallisto, merge
+from .provenance import tool_versions
+from .quant import merge
 from .quant.quantify import RUN_RECORD, build_index, is_quantified, quantify_run
 from .runlog import RunLog
 
@@ -61,8 +61,14 @@ def fetch_ena_metadata(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, 
     """A species' ``metadata.query`` answer at ``paths.ena_search``: the saved one, unless it is
     missing or ``refresh`` asks ENA again (see :func:`pipeline.inputs.ena.fetch_search`)."""
     assert cfg.metadata_query is not None
-    return ena.fetch_search(cfg.metadata_query, paths.ena_search, base_url=shared.portal_url,
-                            policy=shared.policy, log=RunLog(paths.metadata_log), refresh=refresh)
+    return ena.fetch_search(
+        cfg.metadata_query,
+        paths.ena_search,
+        base_url=shared.portal_url,
+        policy=shared.policy,
+        log=RunLog(paths.metadata_log),
+        refresh=refresh,
+    )
 
 
 def started_batches(paths: SpeciesPaths) -> list[list[Run]]:
@@ -73,7 +79,7 @@ def started_batches(paths: SpeciesPaths) -> list[list[Run]]:
         planned.append(batches.read_batch(path))
         if paths.batch_marker(DOWNLOAD, i).exists() or any(paths.run_fastq(r.run).exists() for r in planned[i]):
             last = i
-    return planned[:last + 1]
+    return planned[: last + 1]
 
 
 def plan_species(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status: Status = _no_status) -> dict:
@@ -89,33 +95,51 @@ def plan_species(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status
     metadata.write_skipped_tsv(skipped, paths.skipped_table)
     kept = started_batches(paths)
     sra_route = "sra" in cfg.sources
-    groups = batches.extend_plan(kept, runs, cfg.batch_size, cfg.max_bytes, sra_route=sra_route)
+    groups = batches.extend_plan(kept, runs, size=cfg.batch_size, max_bytes=cfg.max_bytes, sra_route=sra_route)
     if kept:
-        logger.info("%s: re-planning: batches 0-%d were started and keep their runs; %d new batch(es)",
-                    cfg.species, len(kept) - 1, len(groups) - len(kept))
+        logger.info(
+            "%s: re-planning: batches 0-%d were started and keep their runs; %d new batch(es)",
+            cfg.species,
+            len(kept) - 1,
+            len(groups) - len(kept),
+        )
     if cfg.max_bytes:
         _warn_about_sizes(cfg, runs, sra_route)
-    for i, group in enumerate(groups[len(kept):], len(kept)):
+    for i, group in enumerate(groups[len(kept) :], len(kept)):
         batches.write_batch(paths.batch_file(i), i, group)
     for i, path in list(paths.batch_files()):  # a re-plan may need fewer batches
         if i >= len(groups):
             path.unlink()
-    return {"runs": len(runs), "skipped": len(skipped), "batches": len(groups), "max_bytes": cfg.max_bytes,
-            "largest_batch_bytes": max((batches.batch_bytes(g)[0] for g in groups), default=0),
-            "metadata": str(source)}
+    return {
+        "runs": len(runs),
+        "skipped": len(skipped),
+        "batches": len(groups),
+        "max_bytes": cfg.max_bytes,
+        "largest_batch_bytes": max((batches.batch_bytes(g)[0] for g in groups), default=0),
+        "metadata": str(source),
+    }
 
 
 def _warn_about_sizes(cfg: SpeciesConfig, runs: list[Run], sra_route: bool) -> None:
     assert cfg.max_bytes is not None
     for r, b in batches.oversized_runs(runs, cfg.max_bytes, sra_route=sra_route):
-        logger.warning("%s: run %s is expected to take %s%s, more than batch.max_bytes %s: it gets a batch "
-                       "of its own", cfg.species, r.run, human(b),
-                       " if it is converted from .sra" if sra_route else "", human(cfg.max_bytes))
+        logger.warning(
+            "%s: run %s is expected to take %s%s, more than batch.max_bytes %s: it gets a batch of its own",
+            cfg.species,
+            r.run,
+            human(b),
+            " if it is converted from .sra" if sra_route else "",
+            human(cfg.max_bytes),
+        )
     unknown = batches.unknown_size_runs(runs, sra_route=sra_route)
     if unknown:
-        logger.warning("%s: %d run(s) have no size in the metadata; each is counted as batch.max_bytes "
-                       "and gets a batch of its own: %s", cfg.species, len(unknown),
-                       ", ".join(r.run for r in unknown[:20]))
+        logger.warning(
+            "%s: %d run(s) have no size in the metadata; each is counted as batch.max_bytes "
+            "and gets a batch of its own: %s",
+            cfg.species,
+            len(unknown),
+            ", ".join(r.run for r in unknown[:20]),
+        )
 
 
 def check_metadata(cfg: SpeciesConfig) -> None:
@@ -134,8 +158,9 @@ def build_species_index(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared,
     if cfg.transcriptome_is_url:
         name = safe_name(fasta.rstrip("/").rsplit("/", 1)[-1], "transcriptome.fa.gz")
         status(f"downloading transcriptome {fasta}", None)
-        info = fetch(RemoteFile(url=fasta, name=name), paths.genome / name, cfg.mirrors, shared.policy,
-                     RunLog(paths.index_log))
+        info = fetch(
+            RemoteFile(url=fasta, name=name), paths.genome / name, cfg.mirrors, shared.policy, RunLog(paths.index_log)
+        )
         fasta = info["path"]
     status(f"kallisto index {Path(fasta).name}", None)
     return build_index(fasta, paths.index, paths.index_log, exe=shared.tools.kallisto) | {"transcriptome": str(fasta)}
@@ -161,8 +186,10 @@ class BatchProgress:
             if now - self._last < 1.0:
                 return
             self._last = now
-        self.status(f"{self.label}: {self.done}/{self.runs} runs, {self.bytes / 1e6:.1f} MB",
-                    min(99, 100 * self.bytes / self.expected))
+        self.status(
+            f"{self.label}: {self.done}/{self.runs} runs, {self.bytes / 1e6:.1f} MB",
+            min(99, 100 * self.bytes / self.expected),
+        )
 
     def run_done(self, run: str, how: str) -> None:
         with self._lock:
@@ -189,22 +216,40 @@ def space_needed(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, runs: list
     return need, room_of(runs)
 
 
-def download_batch(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, shared: Shared,
-                   status: Status = _no_status) -> dict:
+def download_batch(
+    cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, shared: Shared, status: Status = _no_status
+) -> dict:
     """Download the batch's runs, ``download.parallel`` at a time, each verified, once there is room."""
     runs = batches.read_batch(paths.batch_file(batch))
     need, room = space_needed(cfg, paths, batch, runs)
-    room_note = (f" (of which {human(room)} is room for one .sra conversion; download.sources: [ena] "
-                 "keeps none)") if room else ""
+    room_note = (
+        (f" (of which {human(room)} is room for one .sra conversion; download.sources: [ena] keeps none)")
+        if room
+        else ""
+    )
     paths.fastq.mkdir(parents=True, exist_ok=True)
     status(f"{cfg.species} batch {batch}: checking free space for {human(need)}", None)
-    free = space.wait_for_space(paths.fastq, need, cfg.min_free, timeout_s=cfg.disk_wait_seconds, poll_s=10,
-                                log=RunLog(paths.disk_log), limit=shared.disk_limit, used_root=paths.output_dir,
-                                what=f"{cfg.species} batch {batch}{room_note}")
+    free = space.wait_for_space(
+        paths.fastq,
+        need,
+        cfg.min_free,
+        timeout_s=cfg.disk_wait_seconds,
+        poll_s=10,
+        log=RunLog(paths.disk_log),
+        limit=shared.disk_limit,
+        used_root=paths.output_dir,
+        what=f"{cfg.species} batch {batch}{room_note}",
+    )
     progress = BatchProgress(f"{cfg.species} batch {batch}", len(runs), batches.batch_bytes(runs)[0], status)
-    setup = FetchSetup(policy=shared.policy.with_stall(cfg.stall_seconds), mirrors=cfg.mirrors,
-                       sources=cfg.sources, tools=shared.tools, threads=cfg.threads,
-                       sra_lock=threading.Lock(), progress=progress.received)
+    setup = FetchSetup(
+        policy=shared.policy.with_stall(cfg.stall_seconds),
+        mirrors=cfg.mirrors,
+        sources=cfg.sources,
+        tools=shared.tools,
+        threads=cfg.threads,
+        sra_lock=threading.Lock(),
+        progress=progress.received,
+    )
 
     def one(run: Run) -> RunDownload:
         if is_quantified(paths.quant, run.run):
@@ -218,13 +263,25 @@ def download_batch(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, shared: 
 
     with ThreadPoolExecutor(max_workers=cfg.download_parallel) as pool:
         results = list(pool.map(one, runs))
-    return {"batch": batch, "runs": [r.to_dict() for r in results], "bytes": sum(r.bytes for r in results),
-            "expected_bytes": need, "free_at_start": free, "ok": sum(r.ok for r in results),
-            "failed": sum(r.status == "failed" for r in results)}
+    return {
+        "batch": batch,
+        "runs": [r.to_dict() for r in results],
+        "bytes": sum(r.bytes for r in results),
+        "expected_bytes": need,
+        "free_at_start": free,
+        "ok": sum(r.ok for r in results),
+        "failed": sum(r.status == "failed" for r in results),
+    }
 
 
-def quantify_batch(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, downloaded: list[dict], tools: Tools,
-                   status: Status = _no_status) -> dict:
+def quantify_batch(
+    cfg: SpeciesConfig,
+    paths: SpeciesPaths,
+    batch: int,
+    downloaded: list[dict],
+    tools: Tools,
+    status: Status = _no_status,
+) -> dict:
     """kallisto on every downloaded run of the batch, one after another with ``quant.threads``."""
     runs = {r.run: r for r in batches.read_batch(paths.batch_file(batch))}
     results: list[RunQuant] = []
@@ -237,22 +294,38 @@ def quantify_batch(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, download
         if is_quantified(paths.quant, run.run):
             results.append(RunQuant(run=run.run, status="ok", reason="already quantified"))
             continue
-        status(f"{cfg.species} batch {batch}: kallisto {run.run} ({i + 1}/{len(downloaded)})",
-               100 * i / max(1, len(downloaded)))
+        status(
+            f"{cfg.species} batch {batch}: kallisto {run.run} ({i + 1}/{len(downloaded)})",
+            100 * i / max(1, len(downloaded)),
+        )
         log = RunLog(paths.run_log(run.run))
         fastqs = [paths.run_fastq(run.run) / name for name in d.files]
-        res = quantify_run(run.run, fastqs, paths.index, paths.quant, threads=cfg.threads,
-                           fragment_length=cfg.fragment_length, fragment_sd=cfg.fragment_sd,
-                           expected_reads=d.expected_reads, verified=bool(d.verified), log=log,
-                           extra={"source": d.source, "capped": d.capped_bases is not None}, exe=tools.kallisto)
+        res = quantify_run(
+            run.run,
+            fastqs,
+            paths.index,
+            paths.quant,
+            threads=cfg.threads,
+            fragment_length=cfg.fragment_length,
+            fragment_sd=cfg.fragment_sd,
+            expected_reads=d.expected_reads,
+            verified=bool(d.verified),
+            log=log,
+            extra={"source": d.source, "capped": d.capped_bases is not None},
+            exe=tools.kallisto,
+        )
         if not res.ok:
             res.stage = "quant"
         if run.layout and res.layout and run.layout != res.layout:
             res.layout_note = f"metadata says {run.layout}, files give {res.layout}"
             log.write("layout: " + res.layout_note)
         results.append(res)
-    return {"batch": batch, "runs": [r.to_dict() for r in results], "ok": sum(r.ok for r in results),
-            "failed": sum(r.status == "failed" for r in results)}
+    return {
+        "batch": batch,
+        "runs": [r.to_dict() for r in results],
+        "ok": sum(r.ok for r in results),
+        "failed": sum(r.status == "failed" for r in results),
+    }
 
 
 def cleanup_batch(paths: SpeciesPaths, batch: int) -> dict:
@@ -262,23 +335,6 @@ def cleanup_batch(paths: SpeciesPaths, batch: int) -> dict:
 
 
 # -- the end of a species ----------------------------------------------------------------------
-
-
-def _version(args: list[str], parse: Callable[[str], Optional[str]]) -> Optional[str]:
-    """Run a tool's version command; its version as ``parse`` reads it, or None when it cannot run."""
-    try:
-        out = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse(out.stdout + out.stderr)
-
-
-def tool_versions(cfg: SpeciesConfig, tools: Tools) -> dict:
-    """The versions of the tools a species uses, as they report them (None when unknown)."""
-    out = {"kallisto": _version(kallisto.version_args(tools.kallisto), kallisto.parse_version)}
-    if "sra" in cfg.sources:
-        out["fasterq-dump"] = _version(sra.version_args(tools.fasterq_dump), sra.parse_version)
-    return out
 
 
 def failed_runs_text(failures: list[tuple[str, int, str, str]]) -> str:
@@ -303,16 +359,26 @@ def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tool
             qc_extra[run] = {k: d.get(k, "") for k in ("layout", "source", "capped")}
     merged = merge.merge_species(cfg.species, paths.quant, order, paths.merged, qc_extra)
     atomic_write_text(paths.failed_runs, failed_runs_text(failures))
-    summary = {"species": cfg.species, "batches": n_batches, "runs": len(order), "quantified": len(merged["runs"]),
-               "failed": len(failures), "failed_runs": str(paths.failed_runs), "merged": merged["files"],
-               "tool_versions": tool_versions(cfg, tools)}
+    summary = {
+        "species": cfg.species,
+        "batches": n_batches,
+        "runs": len(order),
+        "quantified": len(merged["runs"]),
+        "failed": len(failures),
+        "failed_runs": str(paths.failed_runs),
+        "merged": merged["files"],
+        "tool_versions": tool_versions(tools, cfg.sources),
+    }
     atomic_write_json(paths.summary, summary)
-    logger.info("[%s] %d/%d runs quantified; merged tables in %s", cfg.species, len(merged["runs"]),
-                   len(order), paths.merged)
+    logger.info(
+        "[%s] %d/%d runs quantified; merged tables in %s", cfg.species, len(merged["runs"]), len(order), paths.merged
+    )
     if failures:
         listing = "\n".join(f"  {r} (batch {b}, {s}): {why}" for r, b, s, why in failures)
-        raise SpeciesFailed(f"{cfg.species}: {len(failures)} run(s) failed; merged tables hold the "
-                            f"{len(merged['runs'])} that succeeded. Failed runs are listed in "
-                            f"{paths.failed_runs}:\n{listing}\nRetry just these with: "
-                            f"python -m pipeline.retry {paths.output_dir}")
+        raise SpeciesFailed(
+            f"{cfg.species}: {len(failures)} run(s) failed; merged tables hold the "
+            f"{len(merged['runs'])} that succeeded. Failed runs are listed in "
+            f"{paths.failed_runs}:\n{listing}\nRetry just these with: "
+            f"python -m pipeline.retry {paths.output_dir}"
+        )
     return summary

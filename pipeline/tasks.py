@@ -5,6 +5,7 @@ Per species: SplitMetadata -> (BatchDownload -> BatchQuant -> BatchCleanup) per 
 and Species (merge + failure report); MultiSpecies requires every species. Each task's output is a
 JSON marker under ``work/markers/`` written atomically after its data is in place.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,8 +44,9 @@ if not any(isinstance(h, _ToLuigiHandlers) for h in _pipeline_logger.handlers):
 
 def shared() -> steps.Shared:
     p = settings.PipelineSettings()
-    return steps.Shared(policy=p.retry_policy(), tools=settings.tools(), portal_url=p.ena_portal_url,
-                        disk_limit=p.disk_limit_bytes())
+    return steps.Shared(
+        policy=p.retry_policy(), tools=settings.tools(), portal_url=p.ena_portal_url, disk_limit=p.disk_limit_bytes()
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -72,8 +74,11 @@ class SpeciesTask(luigi.Task):
         when it started and finished and how long it took."""
         started_at, t0 = time.time(), time.monotonic()
         figures = step(self.cfg, self.paths, *args)
-        atomic_write_json(self.output().path, figures | {"seconds": round(time.monotonic() - t0, 3),
-                                                         "started_at": started_at, "finished_at": time.time()})
+        atomic_write_json(
+            self.output().path,
+            figures
+            | {"seconds": round(time.monotonic() - t0, 3), "started_at": started_at, "finished_at": time.time()},
+        )
         return figures
 
     def status(self, message: str, percent: Optional[float] = None) -> None:
@@ -142,16 +147,19 @@ class BatchQuant(BatchTask):
         return {"cpu": self.cfg.threads}
 
     def requires(self):
-        return {"download": BatchDownload(batch=self.batch, **self.species_args()),
-                "index": BuildIndex(**self.species_args())}
+        return {
+            "download": BatchDownload(batch=self.batch, **self.species_args()),
+            "index": BuildIndex(**self.species_args()),
+        }
 
     def output(self):
         return self.batch_marker(QUANT)
 
     def run(self):
         downloaded = read_json(self.input()["download"].path)["runs"]
-        self.run_step(lambda cfg, paths: steps.quantify_batch(cfg, paths, self.batch, downloaded,
-                                                              settings.tools(), self.status))
+        self.run_step(
+            lambda cfg, paths: steps.quantify_batch(cfg, paths, self.batch, downloaded, settings.tools(), self.status)
+        )
 
 
 class BatchCleanup(BatchTask):

@@ -6,6 +6,7 @@
 The reads are laid out like ENA's archive under config/demo/data/archive/ and served by the
 project's own HTTP server; the demo YAMLs rewrite ENA's URL prefix to it with `download.mirrors`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,19 @@ def main(argv=None) -> int:
     data = ROOT / "config" / "demo" / "data"
     build(data)
     luigi = Path(sys.executable).with_name("luigi")
-    cmd = [str(luigi), "--module", "pipeline", "MultiSpecies", "--config-dir", "config/demo",
-           "--output-dir", a.output_dir, "--local-scheduler", "--workers", str(a.workers)]
+    cmd = [
+        str(luigi),
+        "--module",
+        "pipeline",
+        "MultiSpecies",
+        "--config-dir",
+        "config/demo",
+        "--output-dir",
+        a.output_dir,
+        "--local-scheduler",
+        "--workers",
+        str(a.workers),
+    ]
     try:
         server = FileServer(data / "archive", port=a.port)
         server.start()
@@ -48,7 +60,9 @@ def main(argv=None) -> int:
     for species in ("Demo_pairedii", "Demo_singularis"):
         for f in sorted((out / species / "merged").glob("*.tsv")):
             print(f"merged table: {f}")
-    print(f"pipeline exit code {rc}" + ("" if rc == 0 else f"; failed runs are in {out}/*/work/metadata/failed_runs.tsv"))
+    print(
+        f"pipeline exit code {rc}" + ("" if rc == 0 else f"; failed runs are in {out}/*/work/metadata/failed_runs.tsv")
+    )
     return rc
 
 

@@ -8,6 +8,7 @@ Output is deterministic (fixed seeds). Species whose files already match their p
 left alone, so running it again is quick. The demo runner serves ``{root}/archive/`` over HTTP
 in place of ftp.sra.ebi.ac.uk.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,11 @@ def build(root: str = DEFAULT_ROOT, out=sys.stdout) -> list:
         if result["skipped"]:
             print(f"{name}: up to date, nothing written ({os.path.dirname(result['metadata'])})", file=out)
             continue
-        print(f"{name}: {spec['layout']}, {len(spec['accessions'])} runs x {spec['reads_per_run']} "
-              f"reads of {spec['read_len']} bp, {spec['n_transcripts']} transcripts ({elapsed:.1f} s)", file=out)
+        print(
+            f"{name}: {spec['layout']}, {len(spec['accessions'])} runs x {spec['reads_per_run']} "
+            f"reads of {spec['read_len']} bp, {spec['n_transcripts']} transcripts ({elapsed:.1f} s)",
+            file=out,
+        )
         print(f"  wrote {result['transcriptome']}", file=out)
         print(f"  wrote {result['metadata']}", file=out)
         for run in result["runs"]:
@@ -70,8 +74,7 @@ def build(root: str = DEFAULT_ROOT, out=sys.stdout) -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=DEFAULT_ROOT,
-                        help="output folder (default: %(default)s)")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
     build(args.root)
     return 0

@@ -21,6 +21,7 @@ writes into DIR:
 and ``write_batch`` for every batch into ``DIR/measure/batches/``, and prints seconds per step
 and the process's peak RSS (``resource.getrusage``). Output is deterministic for a seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,7 +94,7 @@ def write_setup(out: str, n_runs: int, seed: int, batch_size: int = 8) -> dict:
     with open(fasta, "w") as fh:
         for i in range(1, 21):
             seq = "".join(rng.choices("ACGT", k=rng.randint(500, 1500)))
-            fh.write(f">tx{i:04d}\n" + "\n".join(seq[j:j + 60] for j in range(0, len(seq), 60)) + "\n")
+            fh.write(f">tx{i:04d}\n" + "\n".join(seq[j : j + 60] for j in range(0, len(seq), 60)) + "\n")
     yaml_path = os.path.join(out, f"{SPECIES}.yaml")
     with open(yaml_path, "w") as fh:
         fh.write(YAML.format(species=SPECIES, batch_size=batch_size))

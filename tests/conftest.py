@@ -1,4 +1,5 @@
 """Shared fixtures: paths to the real data beside the project, and a loopback file server."""
+
 from __future__ import annotations
 
 import os

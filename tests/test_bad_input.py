@@ -5,6 +5,7 @@ Every case must: exit non-zero (35 for a config error, 30 for a metadata error: 
 outside the output directory. A config error is caught before any work for any species, so the
 output directory is not even created; a metadata error may leave the species folder, but no batch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,15 +21,32 @@ from pipeline.testing.fileserver import FileServer
 CONFIG_ERROR = 35  # [retcode] scheduling_error
 DELETE = object()  # in an override: drop this key from the base YAML
 
-ENA_COLUMNS = ["run_accession", "library_layout", "library_strategy", "library_source",
-               "read_count", "base_count", "fastq_ftp", "fastq_md5", "fastq_bytes"]
+ENA_COLUMNS = [
+    "run_accession",
+    "library_layout",
+    "library_strategy",
+    "library_source",
+    "read_count",
+    "base_count",
+    "fastq_ftp",
+    "fastq_md5",
+    "fastq_bytes",
+]
 
 
 def ena(run, ftp=None, md5="0" * 32, size="100", layout="SINGLE") -> dict:
     ftp = ftp if ftp is not None else f"ftp.sra.ebi.ac.uk/vol1/fastq/{run[:6]}/{run}/{run}.fastq.gz"
-    return {"run_accession": run, "library_layout": layout, "library_strategy": "RNA-Seq",
-            "library_source": "TRANSCRIPTOMIC", "read_count": "10", "base_count": "500",
-            "fastq_ftp": ftp, "fastq_md5": md5, "fastq_bytes": size}
+    return {
+        "run_accession": run,
+        "library_layout": layout,
+        "library_strategy": "RNA-Seq",
+        "library_source": "TRANSCRIPTOMIC",
+        "read_count": "10",
+        "base_count": "500",
+        "fastq_ftp": ftp,
+        "fastq_md5": md5,
+        "fastq_bytes": size,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,17 +62,18 @@ def inputs(tmp_path):
     tx = d / "transcripts.fa"
     tx.write_text(">t1\nACGTACGTACGTACGTACGTACGTACGTACGT\n>t2\nTTTTGGGGCCCCAAAATTTTGGGGCCCCAAAA\n")
     meta = write_metadata(d / "metadata.tsv", [ena("SRR0000001"), ena("SRR0000002")], columns=ENA_COLUMNS)
-    return {"tmp": tmp_path, "cfg": tmp_path / "cfg", "out": tmp_path / "out", "transcriptome": tx,
-            "metadata": meta}
+    return {"tmp": tmp_path, "cfg": tmp_path / "cfg", "out": tmp_path / "out", "transcriptome": tx, "metadata": meta}
 
 
 def base_doc(inputs, species="Testus_testus") -> dict:
-    return {"species": species,
-            "reference": {"transcriptome": str(inputs["transcriptome"])},
-            "metadata": {"file": str(inputs["metadata"])},
-            "batch": {"size": 2},
-            "download": {"parallel": 2},
-            "quant": {"threads": 1}}
+    return {
+        "species": species,
+        "reference": {"transcriptome": str(inputs["transcriptome"])},
+        "metadata": {"file": str(inputs["metadata"])},
+        "batch": {"size": 2},
+        "download": {"parallel": 2},
+        "quant": {"threads": 1},
+    }
 
 
 def merged(doc: dict, override: dict) -> dict:
@@ -82,8 +101,11 @@ def snapshot(root: Path) -> dict:
     out = {}
     for p in root.rglob("*"):
         st = p.lstat()
-        out[str(p.relative_to(root))] = ("dir" if p.is_dir() else "file", None if p.is_dir() else st.st_size,
-                                         None if p.is_dir() else st.st_mtime_ns)
+        out[str(p.relative_to(root))] = (
+            "dir" if p.is_dir() else "file",
+            None if p.is_dir() else st.st_size,
+            None if p.is_dir() else st.st_mtime_ns,
+        )
     return out
 
 
@@ -95,8 +117,9 @@ def run_checked(inputs, *extra, expect_rc):
     after = snapshot(tmp)
     outside = {k: v for k, v in after.items() if not Path(k).parts[0] == out.name}
     outside_before = {k: v for k, v in before.items() if not Path(k).parts[0] == out.name}
-    assert outside == outside_before, \
+    assert outside == outside_before, (
         f"files written outside the output directory: {sorted(set(outside.items()) ^ set(outside_before.items()))}"
+    )
     assert r.returncode == expect_rc, f"exit code {r.returncode}, expected {expect_rc}\n{r.stderr[-3000:]}"
     return r
 
@@ -122,8 +145,10 @@ CONFIG_CASES = {
     "typo_batch_sise": ({"batch": {"sise": 3}}, ["unknown key", "'batch.sise'"]),
     "typo_top_level_section": ({"quantification": {"threads": 2}}, ["unknown key", "'quantification'"]),
     "missing_species": ({"species": DELETE}, ["missing required key", "'species'"]),
-    "missing_transcriptome": ({"reference": {"transcriptome": DELETE}},
-                              ["missing required key", "'reference.transcriptome'"]),
+    "missing_transcriptome": (
+        {"reference": {"transcriptome": DELETE}},
+        ["missing required key", "'reference.transcriptome'"],
+    ),
     "missing_reference_section": ({"reference": DELETE}, ["'reference.transcriptome'"]),
     "null_species": ({"species": None}, ["'species'"]),
     "batch_size_string": ({"batch": {"size": "eight"}}, ["'batch.size'", "'eight'"]),
@@ -142,21 +167,33 @@ CONFIG_CASES = {
     "species_absolute": ({"species": "/tmp/evil"}, ["'species'", "'/tmp/evil'"]),
     "species_empty": ({"species": ""}, ["'species'"]),
     "species_not_a_string": ({"species": ["a", "b"]}, ["'species'"]),
-    "transcriptome_missing": ({"reference": {"transcriptome": "no_such_transcripts.fa"}},
-                              ["'reference.transcriptome'", "no_such_transcripts.fa", "not found"]),
-    "transcriptome_not_fasta": ({"reference": {"transcriptome": "../inputs/metadata.tsv"}},
-                                ["'reference.transcriptome'", "expected a .fa"]),
-    "metadata_file_missing": ({"metadata": {"file": "no_such_metadata.tsv"}},
-                              ["'metadata.file'", "no_such_metadata.tsv", "not found"]),
+    "transcriptome_missing": (
+        {"reference": {"transcriptome": "no_such_transcripts.fa"}},
+        ["'reference.transcriptome'", "no_such_transcripts.fa", "not found"],
+    ),
+    "transcriptome_not_fasta": (
+        {"reference": {"transcriptome": "../inputs/metadata.tsv"}},
+        ["'reference.transcriptome'", "expected a .fa"],
+    ),
+    "metadata_file_missing": (
+        {"metadata": {"file": "no_such_metadata.tsv"}},
+        ["'metadata.file'", "no_such_metadata.tsv", "not found"],
+    ),
     "metadata_file_is_a_folder": ({"metadata": {"file": "."}}, ["'metadata.file'", "not a regular file"]),
     "no_metadata_at_all": ({"metadata": DELETE}, ["metadata.file"]),
-    "mirror_key_not_url": ({"download": {"mirrors": {"ftp.sra.ebi.ac.uk/": "http://127.0.0.1:9/"}}},
-                           ["'download.mirrors'", "'ftp.sra.ebi.ac.uk/'"]),
-    "mirror_value_not_url": ({"download": {"mirrors": {"https://ftp.sra.ebi.ac.uk/": "127.0.0.1:9/"}}},
-                             ["'download.mirrors'", "'127.0.0.1:9/'"]),
+    "mirror_key_not_url": (
+        {"download": {"mirrors": {"ftp.sra.ebi.ac.uk/": "http://127.0.0.1:9/"}}},
+        ["'download.mirrors'", "'ftp.sra.ebi.ac.uk/'"],
+    ),
+    "mirror_value_not_url": (
+        {"download": {"mirrors": {"https://ftp.sra.ebi.ac.uk/": "127.0.0.1:9/"}}},
+        ["'download.mirrors'", "'127.0.0.1:9/'"],
+    ),
     "mirrors_a_list": ({"download": {"mirrors": ["http://127.0.0.1:9/"]}}, ["'download.mirrors'", "list"]),
-    "exclude_runs_bad_accession": ({"metadata": {"exclude_runs": ["SRR1", "XYZ123"]}},
-                                   ["'metadata.exclude_runs'", "'XYZ123'"]),
+    "exclude_runs_bad_accession": (
+        {"metadata": {"exclude_runs": ["SRR1", "XYZ123"]}},
+        ["'metadata.exclude_runs'", "'XYZ123'"],
+    ),
 }
 
 
@@ -172,8 +209,10 @@ def test_bad_config_is_named_and_stops_everything(inputs, case):
 
 
 RAW_CASES = {
-    "yaml_syntax_error": ("species: Testus\nreference: {transcriptome: x.fa\nbatch:\n  size: 2\n",
-                          ["not valid YAML", "line"]),
+    "yaml_syntax_error": (
+        "species: Testus\nreference: {transcriptome: x.fa\nbatch:\n  size: 2\n",
+        ["not valid YAML", "line"],
+    ),
     "yaml_bad_indentation": ("species: Testus\nbatch:\n  size: 2\n   prefetch: 1\n", ["not valid YAML", "line"]),
     "empty_file": ("", ["'species'"]),
     "only_comments": ("# nothing here yet\n", ["'species'"]),
@@ -230,12 +269,17 @@ def test_one_bad_species_stops_the_good_one_too(inputs, tmp_path):
     fq.write_bytes(b"not really gzip, never fetched")
     meta = write_metadata(inputs["tmp"] / "inputs" / "good.tsv", [ena("SRR0000001")], columns=ENA_COLUMNS)
     with FileServer(archive) as server:
-        good = merged(base_doc(inputs, "Goodus_goodus"),
-                      {"metadata": {"file": str(meta)},
-                       "download": {"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}}})
+        good = merged(
+            base_doc(inputs, "Goodus_goodus"),
+            {
+                "metadata": {"file": str(meta)},
+                "download": {"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+            },
+        )
         write_yaml(inputs["cfg"], "a_good.yaml", good)
-        bad = write_yaml(inputs["cfg"], "z_bad.yaml",
-                         merged(base_doc(inputs, "Badus_badus"), {"download": {"parallel": -1}}))
+        bad = write_yaml(
+            inputs["cfg"], "z_bad.yaml", merged(base_doc(inputs, "Badus_badus"), {"download": {"parallel": -1}})
+        )
         r = run_checked(inputs, expect_rc=CONFIG_ERROR)
         assert server.requests == [], f"the good species downloaded: {server.requests}"
     assert_names(r.stderr, str(bad.resolve()), "'download.parallel'")
@@ -256,8 +300,10 @@ def test_all_problems_of_one_file_are_reported_together(inputs):
 
 
 def test_typos_wrong_types_and_missing_keys_are_reported_together(inputs):
-    doc = merged(base_doc(inputs), {"species": DELETE, "batch": {"sise": 3, "size": 0},
-                                    "download": {"parallel": "many"}, "colour": "blue"})
+    doc = merged(
+        base_doc(inputs),
+        {"species": DELETE, "batch": {"sise": 3, "size": 0}, "download": {"parallel": "many"}, "colour": "blue"},
+    )
     p = write_yaml(inputs["cfg"], "species.yaml", doc)
     msg = config_error(p)
     for fragment in ("'species'", "'batch.sise'", "'batch.size'", "'download.parallel'", "'colour'"):
@@ -291,8 +337,9 @@ def test_typos_and_missing_files_are_reported_together(inputs):
 def test_yaml_that_is_not_utf8_is_named(inputs):
     p = inputs["cfg"] / "species.yaml"
     inputs["cfg"].mkdir()
-    p.write_bytes(yaml.safe_dump(base_doc(inputs), sort_keys=False).encode().replace(b"Testus_testus",
-                                                                                      b"Testus_t\xe9stus"))
+    p.write_bytes(
+        yaml.safe_dump(base_doc(inputs), sort_keys=False).encode().replace(b"Testus_testus", b"Testus_t\xe9stus")
+    )
     r = run_checked(inputs, expect_rc=CONFIG_ERROR)
     assert not inputs["out"].exists()
     assert_names(r.stderr, str(p.resolve()))
@@ -334,47 +381,60 @@ INTEGRATE = ["run", "read1_path", "read2_path"]
 META_CASES = {
     "accession_with_shell": (
         lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("SRR0000001"), ena("SRR12;rm -rf"))),
-        ["'SRR12;rm -rf'", "run_accession"]),
-    "accession_unknown_prefix": (
-        lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("XYZ123"))), ["'XYZ123'"]),
-    "accession_path_traversal": (
-        lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("../SRR1"))), ["'../SRR1'"]),
+        ["'SRR12;rm -rf'", "run_accession"],
+    ),
+    "accession_unknown_prefix": (lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("XYZ123"))), ["'XYZ123'"]),
+    "accession_path_traversal": (lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("../SRR1"))), ["'../SRR1'"]),
     "accession_blank": (
         lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("SRR0000001"), ena(""))),
-        ["row 2", "run_accession"]),
+        ["row 2", "run_accession"],
+    ),
     "duplicate_run": (
-        lambda p, reads: write_table(p, ENA_COLUMNS,
-                                     ena_rows(ena("SRR0000001"), ena("SRR0000002"), ena("SRR0000001"))),
-        ["SRR0000001", "more than once", "rows 1 and 3"]),
+        lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("SRR0000001"), ena("SRR0000002"), ena("SRR0000001"))),
+        ["SRR0000001", "more than once", "rows 1 and 3"],
+    ),
     "header_only": (lambda p, reads: write_table(p, ENA_COLUMNS, []), ["no rows"]),
     "empty_file": (lambda p, reads: _empty(p), ["is empty"]),  # "empty" alone: in the file's name
     "unknown_format": (
         lambda p, reads: write_table(p, ["accession", "reads"], [["SRR0000001", "x.fastq.gz"]]),
-        ["cannot tell the metadata format", "accession", "reads"]),
+        ["cannot tell the metadata format", "accession", "reads"],
+    ),
     "md5_list_too_short": (
-        lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(
-            ena("SRR0000001"), ena("SRR0000002", layout="PAIRED", ftp=PAIRED_FTP, md5="0" * 32, size="100;100"))),
-        ["SRR0000002", "fastq_md5", "row 2"]),
+        lambda p, reads: write_table(
+            p,
+            ENA_COLUMNS,
+            ena_rows(
+                ena("SRR0000001"), ena("SRR0000002", layout="PAIRED", ftp=PAIRED_FTP, md5="0" * 32, size="100;100")
+            ),
+        ),
+        ["SRR0000002", "fastq_md5", "row 2"],
+    ),
     "bytes_list_too_long": (
         lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("SRR0000001", size="100;200"))),
-        ["SRR0000001", "fastq_bytes"]),
+        ["SRR0000001", "fastq_bytes"],
+    ),
     "bytes_not_a_number": (
         lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("SRR0000001", size="12kb"))),
-        ["SRR0000001", "fastq_bytes", "'12kb'"]),
+        ["SRR0000001", "fastq_bytes", "'12kb'"],
+    ),
     "url_bad_scheme": (
-        lambda p, reads: write_table(p, ENA_COLUMNS,
-                                     ena_rows(ena("SRR0000001", ftp="gopher://x/SRR0000001.fastq.gz"))),
-        ["SRR0000001", "fastq_ftp", "gopher"]),
+        lambda p, reads: write_table(p, ENA_COLUMNS, ena_rows(ena("SRR0000001", ftp="gopher://x/SRR0000001.fastq.gz"))),
+        ["SRR0000001", "fastq_ftp", "gopher"],
+    ),
     "integrate_missing_local_file": (
-        lambda p, reads: write_table(p, INTEGRATE, [["SRR0000001", str(reads / "PRIV1_1.fastq.gz"),
-                                                     str(reads / "PRIV1_2.fastq.gz")]]),
-        ["SRR0000001", "read2_path", "{reads}/PRIV1_2.fastq.gz"]),
+        lambda p, reads: write_table(
+            p, INTEGRATE, [["SRR0000001", str(reads / "PRIV1_1.fastq.gz"), str(reads / "PRIV1_2.fastq.gz")]]
+        ),
+        ["SRR0000001", "read2_path", "{reads}/PRIV1_2.fastq.gz"],
+    ),
     "integrate_missing_relative_file": (
         lambda p, reads: write_table(p, INTEGRATE, [["DRR0000009", "local_reads/NOPE_1.fastq.gz", "unavailable"]]),
-        ["DRR0000009", "read1_path", "{reads}/NOPE_1.fastq.gz"]),
+        ["DRR0000009", "read1_path", "{reads}/NOPE_1.fastq.gz"],
+    ),
     "integrate_no_read1": (
         lambda p, reads: write_table(p, INTEGRATE, [["SRR0000001", "", ""]]),
-        ["SRR0000001", "read1_path"]),
+        ["SRR0000001", "read1_path"],
+    ),
 }
 
 
@@ -440,12 +500,24 @@ def test_quant_threads_above_the_cpu_resource_is_caught(tmp_path):
 
     need_tool("kallisto")
     threads = _configured_cpu() + 1
-    ds = simulate.make_species_dataset(tmp_path / "sim", "Simulata_cpu", ["DRR000201"], "SINGLE",
-                                       reads_per_run=500, read_len=50, n_transcripts=10, seed=3)
+    ds = simulate.make_species_dataset(
+        tmp_path / "sim",
+        "Simulata_cpu",
+        ["DRR000201"],
+        "SINGLE",
+        reads_per_run=500,
+        read_len=50,
+        n_transcripts=10,
+        seed=3,
+    )
     with FileServer(tmp_path / "sim" / "archive") as server:
-        doc = {"species": "Simulata_cpu", "reference": {"transcriptome": str(ds["transcriptome"])},
-               "metadata": {"file": str(ds["metadata"])}, "quant": {"threads": threads},
-               "download": {"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}}}
+        doc = {
+            "species": "Simulata_cpu",
+            "reference": {"transcriptome": str(ds["transcriptome"])},
+            "metadata": {"file": str(ds["metadata"])},
+            "quant": {"threads": threads},
+            "download": {"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+        }
         yml = write_yaml(tmp_path / "cfg", "species.yaml", doc)
         r = run_luigi(tmp_path / "cfg", tmp_path / "out", timeout=120)
     assert r.returncode == CONFIG_ERROR, f"exit {r.returncode}:\n{r.stderr[-2500:]}"

@@ -1,4 +1,5 @@
 """Batches: size parsing, expected bytes, packing by run count and by byte budget, stability."""
+
 from __future__ import annotations
 
 import sys
@@ -33,10 +34,19 @@ GiB = 2**30
 
 def run(i: int, fastq=None, base_count=None, sra_bytes=None, read_count=None, layout="PAIRED") -> Run:
     """Run SRR{i}; ``fastq`` is a list of file sizes (None entries for unknown sizes)."""
-    files = [RemoteFile(url=f"https://h/SRR{i}_{m}.fastq.gz", name=f"SRR{i}_{m}.fastq.gz", bytes=b)
-             for m, b in enumerate(fastq or [], start=1)]
-    return Run(run=f"SRR{i}", layout=layout, base_count=base_count, files=files, sra_bytes=sra_bytes,
-               read_count=read_count, sra_urls=[f"https://h/SRR{i}.sra"])
+    files = [
+        RemoteFile(url=f"https://h/SRR{i}_{m}.fastq.gz", name=f"SRR{i}_{m}.fastq.gz", bytes=b)
+        for m, b in enumerate(fastq or [], start=1)
+    ]
+    return Run(
+        run=f"SRR{i}",
+        layout=layout,
+        base_count=base_count,
+        files=files,
+        sra_bytes=sra_bytes,
+        read_count=read_count,
+        sra_urls=[f"https://h/SRR{i}.sra"],
+    )
 
 
 def names(groups) -> list[list[str]]:
@@ -48,19 +58,39 @@ def names(groups) -> list[list[str]]:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, value", [
-    ("123", 123), ("0", 0), ("123B", 123), ("4K", 4096), ("4 k", 4096), ("4KiB", 4096),
-    ("500M", 500 * 2**20), ("500MB", 500 * 2**20), ("40G", 40 * GiB), ("10GB", 10 * GiB),
-    ("10GiB", 10 * GiB), ("10gib", 10 * GiB), ("1.5T", 3 * 2**39), (" 2T ", 2 * 2**40), ("1P", 2**50),
-    (".5G", GiB // 2), ("1.G", GiB), ("0.1K", 103),  # fractions of a byte round up
-    (7, 7), (2.2, 3),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("123", 123),
+        ("0", 0),
+        ("123B", 123),
+        ("4K", 4096),
+        ("4 k", 4096),
+        ("4KiB", 4096),
+        ("500M", 500 * 2**20),
+        ("500MB", 500 * 2**20),
+        ("40G", 40 * GiB),
+        ("10GB", 10 * GiB),
+        ("10GiB", 10 * GiB),
+        ("10gib", 10 * GiB),
+        ("1.5T", 3 * 2**39),
+        (" 2T ", 2 * 2**40),
+        ("1P", 2**50),
+        (".5G", GiB // 2),
+        ("1.G", GiB),
+        ("0.1K", 103),  # fractions of a byte round up
+        (7, 7),
+        (2.2, 3),
+    ],
+)
 def test_parse_size(text, value):
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize("text", ["", " ", "G", "-1", "-1G", "1.5X", "10iB", "1e9", "1,000", "nan", "40 G B",
-                                  None, True, -3, float("inf"), [1]])
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "G", "-1", "-1G", "1.5X", "10iB", "1e9", "1,000", "nan", "40 G B", None, True, -3, float("inf"), [1]],
+)
 def test_parse_size_rejects_and_names_the_value(text):
     with pytest.raises(ValueError) as e:
         parse_size(text)
@@ -171,16 +201,26 @@ def test_order_kept_and_identical_on_a_second_call():
     assert [r.run for g in first for r in g] == [r.run for r in runs]  # consecutive, never reordered
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"size": 0}, {"size": -1}, {"size": True}, {"size": 2.0},
-                                    {"max_bytes": 0}, {"size": 2, "max_bytes": -5}, {"max_bytes": "40G"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"size": 0},
+        {"size": -1},
+        {"size": True},
+        {"size": 2.0},
+        {"max_bytes": 0},
+        {"size": 2, "max_bytes": -5},
+        {"max_bytes": "40G"},
+    ],
+)
 def test_bad_limits(kwargs):
     with pytest.raises(ValueError):
         make_batches([run(1, fastq=[1])], **kwargs)
 
 
 def test_ten_thousand_runs(tmp_path):
-    runs = [run(1_000_000 + i, fastq=[(i * 7919) % 3_000_000_000 + 500_000_000, 400_000_000])
-            for i in range(10_000)]
+    runs = [run(1_000_000 + i, fastq=[(i * 7919) % 3_000_000_000 + 500_000_000, 400_000_000]) for i in range(10_000)]
     t = time.perf_counter()
     groups = make_batches(runs, size=8, max_bytes=parse_size("20G"))
     took = time.perf_counter() - t
@@ -201,12 +241,14 @@ def test_write_and_read_batch_round_trip(tmp_path):
     write_batch(path, 3, runs, bytes_per_base=0.5)
     assert [r.to_dict() for r in read_batch(path)] == [r.to_dict() for r in runs]
     import json
+
     doc = json.loads(path.read_text())
     assert doc["batch"] == 3 and doc["expected_bytes"] == 30 + 50 and doc["unknown_size"] == 1
 
 
 def test_read_batch_accepts_files_without_the_new_fields(tmp_path):
     import json
+
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"batch": 0, "runs": [run(1, fastq=[5]).to_dict()]}))
     assert [r.run for r in read_batch(path)] == ["SRR1"]
@@ -281,8 +323,14 @@ def test_batches_keep_room_for_one_conversion_when_the_sra_route_is_a_source():
     unsized = run(9, fastq=[50, 50])
     assert unknown_size_runs([unsized], sra_route=True) == [unsized] and unknown_size_runs([unsized]) == []
     # a run with no .sra URL (local files) cannot take that route: no room kept for it
-    local = Run(run="SRR8", layout="PAIRED", files=[RemoteFile(url="file:///d/a_1.fq.gz", name="a_1.fq.gz", bytes=50),
-                                                   RemoteFile(url="file:///d/a_2.fq.gz", name="a_2.fq.gz", bytes=50)])
+    local = Run(
+        run="SRR8",
+        layout="PAIRED",
+        files=[
+            RemoteFile(url="file:///d/a_1.fq.gz", name="a_1.fq.gz", bytes=50),
+            RemoteFile(url="file:///d/a_2.fq.gz", name="a_2.fq.gz", bytes=50),
+        ],
+    )
     assert sra_excess(local) == 0 and unknown_size_runs([local], sra_route=True) == []
     assert names(make_batches([local] * 1, max_bytes=100, sra_route=True)) == [["SRR8"]]
 
@@ -291,5 +339,6 @@ def test_batch_file_records_the_room(tmp_path):
     runs = [run(i, fastq=[50, 50], base_count=100, read_count=1, sra_bytes=100) for i in range(2)]
     write_batch(tmp_path / "b.json", 0, runs)
     import json
+
     d = json.loads((tmp_path / "b.json").read_text())
     assert d["sra_room"] == 1048 and d["expected_bytes"] == 200

@@ -1,5 +1,6 @@
 """Free-space guard and disk measurement. Nothing here writes more than a few hundred KiB: a
 shortage is simulated with a huge ``need``/``min_free``, a ``free`` override or a ``limit``."""
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,19 @@ def write(path, n: int):
     return path
 
 
-@pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
-                                     (3 * 2**29, "1.5 GiB"), (40 * 2**30, "40.0 GiB"), (2**40, "1.0 TiB"),
-                                     (-2048, "-2.0 KiB")])
+@pytest.mark.parametrize(
+    "n, text",
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (3 * 2**29, "1.5 GiB"),
+        (40 * 2**30, "40.0 GiB"),
+        (2**40, "1.0 TiB"),
+        (-2048, "-2.0 KiB"),
+    ],
+)
 def test_human(n, text):
     assert human(n) == text
 
@@ -76,8 +87,10 @@ def test_check_space_message_names_what_where_and_how_much(tmp_path):
     assert check_space(tmp_path, need=600, min_free=400, limit=1000) == 1000
     with pytest.raises(DiskSpaceError) as e:
         check_space(tmp_path, need=600, min_free=401, limit=1000, what="batch 7 of Testus")
-    assert str(e.value).startswith(f"batch 7 of Testus needs 600 B (+ 401 B margin) under {tmp_path} "
-                                   "but only 1000 B is free (disk_limit 1000 B with 0 B already used")
+    assert str(e.value).startswith(
+        f"batch 7 of Testus needs 600 B (+ 401 B margin) under {tmp_path} "
+        "but only 1000 B is free (disk_limit 1000 B with 0 B already used"
+    )
     with pytest.raises(ValueError):
         check_space(tmp_path, need=-1)
 
@@ -117,8 +130,9 @@ def test_wait_for_space_returns_once_a_cleanup_frees_room(tmp_path):
     t.start()
     try:
         t0 = time.monotonic()
-        avail = wait_for_space(tmp_path, need=50 * KiB, min_free=0, timeout_s=20, poll_s=0.05,
-                               log=messages.append, limit=100 * KiB)
+        avail = wait_for_space(
+            tmp_path, need=50 * KiB, min_free=0, timeout_s=20, poll_s=0.05, log=messages.append, limit=100 * KiB
+        )
         waited = time.monotonic() - t0
     finally:
         t.join()
@@ -139,8 +153,7 @@ def test_wait_for_space_times_out(tmp_path):
 def test_wait_for_space_gives_up_at_once_when_it_can_never_fit(tmp_path):
     slept = []
     with pytest.raises(DiskSpaceError, match="more than the disk_limit of 100.0 KiB: it can never fit"):
-        wait_for_space(tmp_path, need=90 * KiB, min_free=20 * KiB, timeout_s=3600, limit=100 * KiB,
-                       sleep=slept.append)
+        wait_for_space(tmp_path, need=90 * KiB, min_free=20 * KiB, timeout_s=3600, limit=100 * KiB, sleep=slept.append)
     with pytest.raises(DiskSpaceError, match="file system size"):
         wait_for_space(tmp_path, need=shutil.disk_usage(tmp_path).total + 1, timeout_s=3600, sleep=slept.append)
     assert slept == []
@@ -159,8 +172,17 @@ def test_wait_for_space_logs_with_a_fake_clock(tmp_path):
 
     write(tmp_path / "f", 90 * KiB)
     with pytest.raises(DiskSpaceError):
-        wait_for_space(tmp_path, need=50 * KiB, min_free=0, timeout_s=300, poll_s=10, log=Log(),
-                       limit=100 * KiB, sleep=sleep, clock=lambda: now[0])
+        wait_for_space(
+            tmp_path,
+            need=50 * KiB,
+            min_free=0,
+            timeout_s=300,
+            poll_s=10,
+            log=Log(),
+            limit=100 * KiB,
+            sleep=sleep,
+            clock=lambda: now[0],
+        )
     assert [t for t, _ in said] == [0.0, 60.0, 120.0, 180.0, 240.0]  # once a minute, not every poll
     assert now[0] == 300.0
 
@@ -190,4 +212,3 @@ def test_disk_sampler_sums_several_paths(tmp_path):
     assert s.peak == 150 and len(s.samples) >= 3
     with pytest.raises(ValueError):
         DiskSampler(tmp_path, interval=0)
-

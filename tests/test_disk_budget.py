@@ -1,5 +1,6 @@
 """Bounded disk: the byte budget holds under real downloads and real kallisto, prefetch ordering
 holds with several workers, and the free-space guard refuses a batch that cannot fit."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ TASK_FAILED = 30  # luigi.cfg [retcode] task_failed
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
     root = tmp_path_factory.mktemp("budget")
-    return simulate.make_species_dataset(root, "Budget_test", RUNS, "PAIRED", reads_per_run=4000, read_len=50,
-                                         n_transcripts=20, seed=11) | {"archive": root / "archive"}
+    return simulate.make_species_dataset(
+        root, "Budget_test", RUNS, "PAIRED", reads_per_run=4000, read_len=50, n_transcripts=20, seed=11
+    ) | {"archive": root / "archive"}
 
 
 def _markers(out):
@@ -42,12 +44,16 @@ def test_peak_disk_stays_within_budget_and_prefetch_order_holds(tmp_path, ds, pr
     max_bytes = max(sizes) * 2 + 1000  # two runs a batch
     out = tmp_path / "out"
     with FileServer(ds["archive"], throttle_bps=250_000) as server:  # slow enough to sample mid-transfer
-        write_species(tmp_path / "cfg", "Budget_test", ds["transcriptome"], ds["metadata"],
-                      batch={"size": 100, "max_bytes": max_bytes, "prefetch": prefetch},
-                      # FASTQ only: with the .sra route a batch would also keep room for a conversion
-                      download={"parallel": 2, "sources": ["ena"],
-                                "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
-                      disk={"min_free": 0})
+        write_species(
+            tmp_path / "cfg",
+            "Budget_test",
+            ds["transcriptome"],
+            ds["metadata"],
+            batch={"size": 100, "max_bytes": max_bytes, "prefetch": prefetch},
+            # FASTQ only: with the .sra route a batch would also keep room for a conversion
+            download={"parallel": 2, "sources": ["ena"], "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+            disk={"min_free": 0},
+        )
         with DiskSampler([out / "Budget_test" / "fastq"], interval=0.02) as sampler:
             r = run_luigi(tmp_path / "cfg", out, "--workers", "3")
         assert r.returncode == 0, r.stderr[-3000:]
@@ -71,9 +77,15 @@ def test_free_space_guard_refuses_a_batch_that_cannot_fit(tmp_path, ds, sources)
     and the message says so; with FASTQ only it does not."""
     out = tmp_path / "out"
     with FileServer(ds["archive"]) as server:
-        write_species(tmp_path / "cfg", "Budget_test", ds["transcriptome"], ds["metadata"],
-                      batch={"size": 2}, disk={"min_free": 0, "wait_seconds": 0.2},
-                      download={"sources": sources, "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
+        write_species(
+            tmp_path / "cfg",
+            "Budget_test",
+            ds["transcriptome"],
+            ds["metadata"],
+            batch={"size": 2},
+            disk={"min_free": 0, "wait_seconds": 0.2},
+            download={"sources": sources, "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+        )
         r = run_luigi(tmp_path / "cfg", out, "--pipeline-disk-limit", "50K")
         assert r.returncode == TASK_FAILED, f"exit {r.returncode}:\n{r.stderr[-3000:]}"
         assert [q for q in server.requests if q["method"] == "GET"] == [], "a download started anyway"

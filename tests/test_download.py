@@ -1,5 +1,6 @@
 """The HTTP client against a hostile archive on 127.0.0.1: every fault ends in the right bytes or
 a named failure, never a wrong file in place."""
+
 from __future__ import annotations
 
 import hashlib
@@ -185,6 +186,7 @@ def test_404_is_final_not_retried(archive, tmp_path):
 
 def test_no_transparent_gzip_decoding(tmp_path):
     import gzip
+
     root = tmp_path / "a"
     root.mkdir()
     raw = gzip.compress(b"@r\nACGT\n+\nIIII\n" * 1000)
@@ -192,8 +194,13 @@ def test_no_transparent_gzip_decoding(tmp_path):
     with FileServer(root) as server:
         server.set_fault("/x.fastq.gz", headers={"Content-Encoding": "gzip"})
         dest = tmp_path / "x.fastq.gz"
-        fetch(RemoteFile(url=server.url + "/x.fastq.gz", name="x.fastq.gz",
-                         md5=hashlib.md5(raw).hexdigest(), bytes=len(raw)), dest, policy=FAST)
+        fetch(
+            RemoteFile(
+                url=server.url + "/x.fastq.gz", name="x.fastq.gz", md5=hashlib.md5(raw).hexdigest(), bytes=len(raw)
+            ),
+            dest,
+            policy=FAST,
+        )
     assert dest.read_bytes() == raw
 
 

@@ -1,4 +1,5 @@
 """End to end through Luigi with real kallisto, downloading from a real HTTP server on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -29,10 +30,17 @@ def test_hoxc_paired_end_matches_kallisto_reference(tmp_path, kallisto_bin):
     expected = need_shared("expected", "kallisto048_hoxc_pe_abundance.tsv")
     files = [reads / "HOXC_1.fastq.gz", reads / "HOXC_2.fastq.gz"]
     with FileServer(reads) as server:
-        meta = write_metadata(tmp_path / "cfg" / "hoxc.tsv",
-                              [ena_row("SRR0000001", files, "ftp.sra.ebi.ac.uk/vol1/fastq/SRR000/SRR0000001", 10000)])
-        write_species(tmp_path / "cfg", "Homo_sapiens_HOXC", transcripts, meta,
-                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/vol1/fastq/SRR000/SRR0000001/": server.url + "/"}})
+        meta = write_metadata(
+            tmp_path / "cfg" / "hoxc.tsv",
+            [ena_row("SRR0000001", files, "ftp.sra.ebi.ac.uk/vol1/fastq/SRR000/SRR0000001", 10000)],
+        )
+        write_species(
+            tmp_path / "cfg",
+            "Homo_sapiens_HOXC",
+            transcripts,
+            meta,
+            download={"mirrors": {"https://ftp.sra.ebi.ac.uk/vol1/fastq/SRR000/SRR0000001/": server.url + "/"}},
+        )
         out = tmp_path / "out"
         r = run_luigi(tmp_path / "cfg", out)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -56,17 +64,39 @@ def test_hoxc_paired_end_matches_kallisto_reference(tmp_path, kallisto_bin):
 def sim(tmp_path_factory):
     """A simulated species: 6 paired runs (2 of them single-end) in ENA's archive layout."""
     root = tmp_path_factory.mktemp("sim")
-    paired = simulate.make_species_dataset(root, "Simulata_pairs", [f"DRR00000{i}" for i in range(1, 5)], "PAIRED",
-                                           reads_per_run=3000, read_len=50, n_transcripts=25, seed=7)
-    single = simulate.make_species_dataset(root, "Simulata_single", ["DRR000011", "DRR000012"], "SINGLE",
-                                           reads_per_run=3000, read_len=50, n_transcripts=25, seed=8)
+    paired = simulate.make_species_dataset(
+        root,
+        "Simulata_pairs",
+        [f"DRR00000{i}" for i in range(1, 5)],
+        "PAIRED",
+        reads_per_run=3000,
+        read_len=50,
+        n_transcripts=25,
+        seed=7,
+    )
+    single = simulate.make_species_dataset(
+        root,
+        "Simulata_single",
+        ["DRR000011", "DRR000012"],
+        "SINGLE",
+        reads_per_run=3000,
+        read_len=50,
+        n_transcripts=25,
+        seed=8,
+    )
     return {"root": root, "archive": root / "archive", "paired": paired, "single": single}
 
 
 def _species(tmp_path, sim, server, name="Simulata_pairs", **sections):
     ds = sim["paired"] if name == "Simulata_pairs" else sim["single"]
     sections.setdefault("download", {})
-    sections["download"] = {"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}, **sections["download"]}
+    # the AWS copy of each .sra (a fallback source) is sent to the loopback server too: no test
+    # request ever leaves this machine, and a missing .sra is a quick 404
+    mirrors = {
+        "https://ftp.sra.ebi.ac.uk/": server.url + "/",
+        "https://sra-pub-run-odp.s3.amazonaws.com/": server.url + "/odp/",
+    }
+    sections["download"] = {"mirrors": mirrors, **sections["download"]}
     return write_species(tmp_path / "cfg", name, ds["transcriptome"], ds["metadata"], **sections)
 
 
@@ -125,8 +155,9 @@ def test_corrupt_download_fails_the_run_not_the_batch(tmp_path, sim, kallisto_bi
     # Retry just the failure once the archive serves the right bytes.
     with FileServer(sim["archive"]) as server:
         _species(tmp_path, sim, server)
-        subprocess.run([str(Path(os.sys.executable)), "-m", "pipeline.retry", str(out)], cwd=ROOT, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [str(Path(os.sys.executable)), "-m", "pipeline.retry", str(out)], cwd=ROOT, check=True, capture_output=True
+        )
         r = run_luigi(tmp_path / "cfg", out)
         assert r.returncode == 0, r.stderr[-3000:]
         fetched = {q["path"] for q in server.requests if q["method"] == "GET"}
@@ -156,15 +187,21 @@ def test_resume_after_kill_downloads_no_quantified_run_again(tmp_path, sim, kall
     with FileServer(sim["archive"], throttle_bps=60_000) as server:  # ~1.1 s a file: time to kill mid-way
         _species(tmp_path, sim, server, batch={"size": 1}, download={"parallel": 1})
         out = tmp_path / "out"
-        proc = subprocess.Popen(luigi_args(tmp_path / "cfg", out), cwd=ROOT, start_new_session=True,
-                                env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            luigi_args(tmp_path / "cfg", out),
+            cwd=ROOT,
+            start_new_session=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         quant = out / "Simulata_pairs" / "quant"
         fastq = out / "Simulata_pairs" / "fastq"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (
-                (quant / "DRR000002" / "abundance.tsv").exists()
-                and any(p.stat().st_size > 0 for p in fastq.rglob(".*.part"))):
+            (quant / "DRR000002" / "abundance.tsv").exists()
+            and any(p.stat().st_size > 0 for p in fastq.rglob(".*.part"))
+        ):
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -182,8 +219,9 @@ def test_resume_after_kill_downloads_no_quantified_run_again(tmp_path, sim, kall
     assert refetched | done_before == {f"DRR00000{i}" for i in range(1, 5)}
     # a transfer cut by the kill resumes from its partial file with a Range request
     resumed = {q["path"].rsplit("/", 1)[1] for q in again if q.get("range")}
-    assert {f".{n}.part" for n in resumed} == {p.name for p in partials}, \
+    assert {f".{n}.part" for n in resumed} == {p.name for p in partials}, (
         "an interrupted transfer restarted from byte 0 instead of resuming from its partial file"
+    )
     sp = out / "Simulata_pairs"
     assert pd.read_csv(sp / "merged" / "Simulata_pairs_tpm.tsv", sep="\t").shape == (25, 5)
     assert files_under(sp / "fastq") == set()
@@ -199,15 +237,16 @@ def test_max_bp_caps_each_run_and_qc_says_so(tmp_path, sim, kallisto_bin):
     qc = pd.read_csv(out / "Simulata_pairs" / "merged" / "Simulata_pairs_qc.tsv", sep="\t")
     assert qc["n_processed"].tolist() == [1000] * 4
     assert qc["capped"].tolist() == [True] * 4
-    assert "max_bp: kept the first 1000 spots" in (out / "Simulata_pairs" / "work" / "logs" / "DRR000001.log").read_text()
+    assert (
+        "max_bp: kept the first 1000 spots" in (out / "Simulata_pairs" / "work" / "logs" / "DRR000001.log").read_text()
+    )
 
 
 def test_metadata_from_an_ena_query_is_saved_and_reused(tmp_path, sim, kallisto_bin):
     """metadata.query asks the (loopback) ENA portal once; the saved answer drives the batches."""
     with FileServer(sim["archive"]) as server:
         server.set_fault("/ena/portal/api/search", body=Path(sim["paired"]["metadata"]).read_bytes())
-        _species(tmp_path, sim, server, metadata={"file": None,
-                                                         "query": 'tax_eq(999) AND library_strategy="RNA-Seq"'})
+        _species(tmp_path, sim, server, metadata={"file": None, "query": 'tax_eq(999) AND library_strategy="RNA-Seq"'})
         out = tmp_path / "out"
         portal = ("--pipeline-ena-portal-url", server.url + "/ena/portal/api")
         r = run_luigi(tmp_path / "cfg", out, *portal)
@@ -225,8 +264,20 @@ def test_metadata_from_an_ena_query_is_saved_and_reused(tmp_path, sim, kallisto_
         # on request, ENA is asked again and the new answer replaces the saved one
         lines = Path(sim["paired"]["metadata"]).read_text().splitlines(keepends=True)
         server.set_fault("/ena/portal/api/search", body="".join(lines[:3]).encode())
-        r = subprocess.run([os.sys.executable, "-m", "pipeline.refresh", str(tmp_path / "cfg"), str(out),
-                            "--ena-portal-url", server.url + "/ena/portal/api"], cwd=ROOT, capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                os.sys.executable,
+                "-m",
+                "pipeline.refresh",
+                str(tmp_path / "cfg"),
+                str(out),
+                "--ena-portal-url",
+                server.url + "/ena/portal/api",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0 and "ENA now lists 2 runs" in r.stdout, r.stdout + r.stderr
         assert len([q for q in server.requests if q["path"] == "/ena/portal/api/search"]) == 2
         assert saved.read_text() == "".join(lines[:3])
@@ -249,16 +300,25 @@ def test_refresh_adds_new_runs_and_keeps_started_batches(tmp_path, sim, kallisto
     full.iloc[:3].to_csv(mfile, sep="\t", index=False)
     out = tmp_path / "out"
     with FileServer(sim["archive"]) as server:
-        write_species(tmp_path / "cfg", "Simulata_pairs", sim["paired"]["transcriptome"], mfile,
-                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
+        write_species(
+            tmp_path / "cfg",
+            "Simulata_pairs",
+            sim["paired"]["transcriptome"],
+            mfile,
+            download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+        )
         assert run_luigi(tmp_path / "cfg", out).returncode == 0
         plan = out / "Simulata_pairs" / "work" / "metadata" / "batches"
         before = {p.name: p.read_bytes() for p in plan.iterdir()}
         assert sorted(before) == ["batch_00000.json", "batch_00001.json"]  # 2 + 1 runs
         n = len(server.requests)
         full.to_csv(mfile, sep="\t", index=False)  # DRR000004 appears
-        r = subprocess.run([os.sys.executable, "-m", "pipeline.refresh", str(tmp_path / "cfg"), str(out)],
-                           cwd=ROOT, capture_output=True, text=True)
+        r = subprocess.run(
+            [os.sys.executable, "-m", "pipeline.refresh", str(tmp_path / "cfg"), str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
         r = run_luigi(tmp_path / "cfg", out)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -283,8 +343,10 @@ def _private_species(tmp_path, sim, cut=None):
             (own / f"{run}_{m}.fastq.gz").write_bytes(data[: len(data) // 2] if (run, m) == cut else data)
     table = tmp_path / "cfg" / "local.tsv"
     table.parent.mkdir(parents=True)
-    table.write_text("run\tread1_path\tread2_path\n" + "".join(
-        f"{r}\t../private/{r}_1.fastq.gz\t../private/{r}_2.fastq.gz\n" for r in ("DRR000001", "DRR000002")))
+    table.write_text(
+        "run\tread1_path\tread2_path\n"
+        + "".join(f"{r}\t../private/{r}_1.fastq.gz\t../private/{r}_2.fastq.gz\n" for r in ("DRR000001", "DRR000002"))
+    )
     write_species(tmp_path / "cfg", "Simulata_pairs", sim["paired"]["transcriptome"], table)
     return own
 

@@ -1,4 +1,5 @@
 """Tests of pipeline.inputs.ena against a scripted HTTP server on 127.0.0.1 (no internet needed)."""
+
 from __future__ import annotations
 
 import csv
@@ -35,17 +36,32 @@ def tsv(rows: list[dict]) -> bytes:
 def synthetic_rows() -> list[dict]:
     base = "ftp.sra.ebi.ac.uk/vol1/fastq/SRR700/000"
     return [
-        {"run_accession": "SRR7000001", "library_layout": "PAIRED", "library_strategy": "RNA-Seq",
-         "library_source": "TRANSCRIPTOMIC", "tax_id": "104421", "scientific_name": "Camponotus floridanus",
-         "read_count": "1000", "base_count": "200000",
-         "fastq_ftp": f"{base}/SRR7000001/SRR7000001_1.fastq.gz;{base}/SRR7000001/SRR7000001_2.fastq.gz",
-         "fastq_md5": "0123456789abcdef0123456789abcdef;fedcba9876543210fedcba9876543210",
-         "fastq_bytes": "1000;1001"},
-        {"run_accession": "SRR7000002", "library_layout": "SINGLE", "library_strategy": "RNA-Seq",
-         "library_source": "TRANSCRIPTOMIC", "tax_id": "104421", "scientific_name": "Camponotus floridanus",
-         "read_count": "500", "base_count": "50000",
-         "fastq_ftp": f"{base}/SRR7000002/SRR7000002.fastq.gz",
-         "fastq_md5": "00112233445566778899aabbccddeeff", "fastq_bytes": "700"},
+        {
+            "run_accession": "SRR7000001",
+            "library_layout": "PAIRED",
+            "library_strategy": "RNA-Seq",
+            "library_source": "TRANSCRIPTOMIC",
+            "tax_id": "104421",
+            "scientific_name": "Camponotus floridanus",
+            "read_count": "1000",
+            "base_count": "200000",
+            "fastq_ftp": f"{base}/SRR7000001/SRR7000001_1.fastq.gz;{base}/SRR7000001/SRR7000001_2.fastq.gz",
+            "fastq_md5": "0123456789abcdef0123456789abcdef;fedcba9876543210fedcba9876543210",
+            "fastq_bytes": "1000;1001",
+        },
+        {
+            "run_accession": "SRR7000002",
+            "library_layout": "SINGLE",
+            "library_strategy": "RNA-Seq",
+            "library_source": "TRANSCRIPTOMIC",
+            "tax_id": "104421",
+            "scientific_name": "Camponotus floridanus",
+            "read_count": "500",
+            "base_count": "50000",
+            "fastq_ftp": f"{base}/SRR7000002/SRR7000002.fastq.gz",
+            "fastq_md5": "00112233445566778899aabbccddeeff",
+            "fastq_bytes": "700",
+        },
     ]
 
 
@@ -76,8 +92,14 @@ class Handler(BaseHTTPRequestHandler):
         script: Script = self.server.script
         parts = urlsplit(self.path)
         with script.lock:
-            script.requests.append({"path": parts.path, "query": parse_qs(parts.query, keep_blank_values=True),
-                                    "raw_query": parts.query, "headers": dict(self.headers)})
+            script.requests.append(
+                {
+                    "path": parts.path,
+                    "query": parse_qs(parts.query, keep_blank_values=True),
+                    "raw_query": parts.query,
+                    "headers": dict(self.headers),
+                }
+            )
         r = script.next()
         if r.get("drop"):  # close without any answer
             self.close_connection = True
@@ -149,21 +171,37 @@ def test_search_url_default_base_and_limit():
 
 
 def test_fields_cover_what_the_ena_reader_uses():
-    for f in ("run_accession", "library_layout", "library_strategy", "library_source", "read_count",
-              "base_count", "fastq_ftp", "fastq_md5", "fastq_bytes", "sra_ftp", "sra_md5", "sra_bytes",
-              "tax_id", "scientific_name"):
+    for f in (
+        "run_accession",
+        "library_layout",
+        "library_strategy",
+        "library_source",
+        "read_count",
+        "base_count",
+        "fastq_ftp",
+        "fastq_md5",
+        "fastq_bytes",
+        "sra_ftp",
+        "sra_md5",
+        "sra_bytes",
+        "tax_id",
+        "scientific_name",
+    ):
         assert f in FIELDS
     assert FIELDS[0] == "run_accession" and len(set(FIELDS)) == len(FIELDS)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"query": ""}, "non-empty"),
-    ({"query": "   "}, "non-empty"),
-    ({"query": "tax_eq(1)", "fields": []}, "at least one field"),
-    ({"query": "tax_eq(1)", "fields": ["run_accession", "bad field"]}, "bad field"),
-    ({"query": "tax_eq(1)", "limit": -1}, "limit"),
-    ({"query": "tax_eq(1)", "base_url": "ftp://x"}, "base URL"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"query": ""}, "non-empty"),
+        ({"query": "   "}, "non-empty"),
+        ({"query": "tax_eq(1)", "fields": []}, "at least one field"),
+        ({"query": "tax_eq(1)", "fields": ["run_accession", "bad field"]}, "bad field"),
+        ({"query": "tax_eq(1)", "limit": -1}, "limit"),
+        ({"query": "tax_eq(1)", "base_url": "ftp://x"}, "base URL"),
+    ],
+)
 def test_search_url_rejects_bad_arguments(kwargs, match):
     with pytest.raises(EnaError, match=match):
         search_url(**kwargs)
@@ -278,8 +316,12 @@ def test_unreachable_server_is_retried_then_fails(tmp_path):
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     with pytest.raises(EnaError, match="failed after 2 attempts; last: connection failed"):
-        fetch_search(QUERY, tmp_path / "a.tsv", base_url=f"http://127.0.0.1:{port}",
-                     policy=RetryPolicy(attempts=2, backoff_base=0.01, backoff_max=0.01, stall_seconds=2))
+        fetch_search(
+            QUERY,
+            tmp_path / "a.tsv",
+            base_url=f"http://127.0.0.1:{port}",
+            policy=RetryPolicy(attempts=2, backoff_base=0.01, backoff_max=0.01, stall_seconds=2),
+        )
 
 
 def test_204_means_no_runs(ena_server, tmp_path):
@@ -305,8 +347,7 @@ def test_400_quotes_enas_explanation(ena_server, tmp_path):
     ena_server.script.responses = [{"status": 400, "body": explanation, "content_type": "application/json"}]
     dest = tmp_path / "a.tsv"
     with pytest.raises(EnaError) as ei:
-        fetch_search('tax_eq(104421) AND library_stratgy="RNA-Seq"', dest, base_url=ena_server.base_url,
-                     policy=FAST)
+        fetch_search('tax_eq(104421) AND library_stratgy="RNA-Seq"', dest, base_url=ena_server.base_url, policy=FAST)
     msg = str(ei.value)
     assert "HTTP 400" in msg and "Invalid query: unknown field library_stratgy" in msg
     assert ena_server.base_url in msg
@@ -322,8 +363,9 @@ def test_long_error_body_is_cut(ena_server, tmp_path):
 
 
 def test_answer_that_is_not_a_run_table(ena_server, tmp_path):
-    ena_server.script.responses = [{"status": 200, "body": b"<html><body>Maintenance</body></html>\n",
-                                    "content_type": "text/html"}]
+    ena_server.script.responses = [
+        {"status": 200, "body": b"<html><body>Maintenance</body></html>\n", "content_type": "text/html"}
+    ]
     dest = tmp_path / "a.tsv"
     with pytest.raises(EnaError, match="not a read_run TSV.*Maintenance"):
         fetch_search(QUERY, dest, base_url=ena_server.base_url, policy=FAST)

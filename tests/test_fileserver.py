@@ -1,4 +1,5 @@
 """Tests of pipeline.testing.fileserver against a real server on 127.0.0.1 (clients: urllib, http.client)."""
+
 from __future__ import annotations
 
 import gzip
@@ -37,8 +38,7 @@ def tree(tmp_path):
     fq = root / FASTQ.lstrip("/")
     fq.parent.mkdir(parents=True)
     rng = random.Random(0)
-    reads = "".join(f"@r{i}\n{''.join(rng.choice('ACGT') for _ in range(50))}\n+\n{'I' * 50}\n"
-                    for i in range(2000))
+    reads = "".join(f"@r{i}\n{''.join(rng.choice('ACGT') for _ in range(50))}\n+\n{'I' * 50}\n" for i in range(2000))
     fq.write_bytes(gzip.compress(reads.encode(), mtime=0))
     (root / BIG.lstrip("/")).write_bytes(os.urandom(300_000))
     (root / "small.txt").write_bytes(b"0123456789")
@@ -71,6 +71,7 @@ def get(server, path, headers=None, method="GET"):
 
 
 # -- plain serving ---------------------------------------------------------------------------
+
 
 def test_full_get_exact_bytes_no_decoding(server, tree):
     with urllib.request.urlopen(server.url + FASTQ, timeout=10) as resp:
@@ -125,8 +126,9 @@ def test_range_unsatisfiable_and_multi(server, tree):
     status, _, body = get(server, "/small.txt", {"Range": "bytes=0-1,4-5"})
     assert status == 200 and body == b"0123456789"
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(urllib.request.Request(
-            server.url + "/small.txt", headers={"Range": "bytes=50-60"}), timeout=10)
+        urllib.request.urlopen(
+            urllib.request.Request(server.url + "/small.txt", headers={"Range": "bytes=50-60"}), timeout=10
+        )
     err.value.close()
     assert err.value.code == 416
 
@@ -141,8 +143,10 @@ def test_parse_range():
     assert parse_range("bytes=10-", 10) == (-1, -1)
 
 
-@pytest.mark.parametrize("path", ["/../secret.txt", "/%2e%2e/secret.txt", "/a/../../secret.txt",
-                                  "//etc/passwd", "/escape.txt", "/vol1/./fastq"])
+@pytest.mark.parametrize(
+    "path",
+    ["/../secret.txt", "/%2e%2e/secret.txt", "/a/../../secret.txt", "//etc/passwd", "/escape.txt", "/vol1/./fastq"],
+)
 def test_traversal_rejected(server, path):
     status, _, body = get(server, path)
     assert status in (403, 404)
@@ -171,14 +175,21 @@ def test_request_log(server):
     get(server, "/nope.bin", method="HEAD")
     assert server.wait_idle()
     log = server.requests
-    assert log[0] == {"method": "GET", "path": "/small.txt", "range": "bytes=2-3", "status": 206,
-                      "bytes_sent": 2, "fault": False}
+    assert log[0] == {
+        "method": "GET",
+        "path": "/small.txt",
+        "range": "bytes=2-3",
+        "status": 206,
+        "bytes_sent": 2,
+        "fault": False,
+    }
     assert log[1]["method"] == "HEAD" and log[1]["status"] == 404 and log[1]["bytes_sent"] == 0
     server.clear_requests()
     assert server.requests == []
 
 
 # -- faults ----------------------------------------------------------------------------------
+
 
 def test_drop_after(server, tree):
     server.set_fault(FASTQ, drop_after=1000)
@@ -312,8 +323,7 @@ def test_bad_content_range(server, tree):
 
 
 def test_delay_seconds_and_extra_headers(server):
-    server.set_fault("/small.txt", delay_seconds=0.3, status=302,
-                     headers={"Location": "/vol1/fastq/x"}, times=1)
+    server.set_fault("/small.txt", delay_seconds=0.3, status=302, headers={"Location": "/vol1/fastq/x"}, times=1)
     t0 = time.monotonic()
     status, headers, _ = get(server, "/small.txt")
     assert time.monotonic() - t0 >= 0.25
@@ -321,6 +331,7 @@ def test_delay_seconds_and_extra_headers(server):
 
 
 # -- throttling ------------------------------------------------------------------------------
+
 
 def test_throttle_at_construction(tree):
     (tree / "200k.bin").write_bytes(os.urandom(200_000))
@@ -341,10 +352,16 @@ def test_throttle_changed_at_runtime(server):
 
 # -- command line ----------------------------------------------------------------------------
 
+
 def test_cli_prints_url_and_serves(tree):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.testing.fileserver", str(tree), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.testing.fileserver", str(tree), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         line = proc.stdout.readline().decode()
         url = line.split()[0]

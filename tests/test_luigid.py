@@ -3,6 +3,7 @@
 The scheduler must see every task family finish, and the status messages the tasks set (which run
 of which batch is downloading or being quantified) must reach it.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,9 +77,23 @@ def luigid(tmp_path):
     for attempt in range(3):  # the free port may be taken between our probe and luigid's bind
         port = _free_port()
         log = open(d / f"luigid_{attempt}.log", "w")
-        proc = subprocess.Popen([exe, "--port", str(port), "--address", "127.0.0.1", "--logdir", str(d),
-                                 "--state-path", str(d / "state.pickle")],
-                                cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(port),
+                "--address",
+                "127.0.0.1",
+                "--logdir",
+                str(d),
+                "--state-path",
+                str(d / "state.pickle"),
+            ],
+            cwd=d,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 15
@@ -90,8 +105,10 @@ def luigid(tmp_path):
                     time.sleep(0.1)
             else:
                 if proc.poll() is None:
-                    pytest.fail(f"luigid did not answer on {base} within 15 s:\n"
-                                f"{(d / f'luigid_{attempt}.log').read_text()[-3000:]}")
+                    pytest.fail(
+                        f"luigid did not answer on {base} within 15 s:\n"
+                        f"{(d / f'luigid_{attempt}.log').read_text()[-3000:]}"
+                    )
                 continue  # it exited (port taken?): try another port
             yield base
             return
@@ -103,18 +120,25 @@ def luigid(tmp_path):
 
 def test_run_through_luigid_reports_every_task_and_status_messages(tmp_path, luigid):
     need_tool("kallisto")
-    ds = simulate.make_species_dataset(tmp_path / "sim", "Simulata_luigid", RUNS, "PAIRED", reads_per_run=2000,
-                                       read_len=50, n_transcripts=20, seed=11)
+    ds = simulate.make_species_dataset(
+        tmp_path / "sim", "Simulata_luigid", RUNS, "PAIRED", reads_per_run=2000, read_len=50, n_transcripts=20, seed=11
+    )
     # throttled so that a transfer lasts a moment and reports its MB so far
     with FileServer(tmp_path / "sim" / "archive", throttle_bps=150_000) as server:
-        write_species(tmp_path / "cfg", "Simulata_luigid", ds["transcriptome"], ds["metadata"],
-                      batch={"size": 1}, download={"parallel": 2,
-                                                   "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}})
+        write_species(
+            tmp_path / "cfg",
+            "Simulata_luigid",
+            ds["transcriptome"],
+            ds["metadata"],
+            batch={"size": 1},
+            download={"parallel": 2, "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+        )
         out = tmp_path / "out"
         port = luigid.rsplit(":", 1)[1]
         t0 = time.monotonic()
-        r = run_luigi(tmp_path / "cfg", out, timeout=120,
-                      scheduler=("--scheduler-host", "127.0.0.1", "--scheduler-port", port))
+        r = run_luigi(
+            tmp_path / "cfg", out, timeout=120, scheduler=("--scheduler-host", "127.0.0.1", "--scheduler-port", port)
+        )
         elapsed = time.monotonic() - t0
         assert r.returncode == 0, r.stderr[-3000:]
         gets = sorted(q["path"].rsplit("/", 1)[1] for q in server.requests if q["method"] == "GET")
@@ -158,6 +182,7 @@ def test_run_through_luigid_reports_every_task_and_status_messages(tmp_path, lui
     assert any("kallisto DRR0001" in m for m in quant_msgs), messages
     index_msgs = [messages[t] for t in by_family["BuildIndex"] if t in messages]
     assert index_msgs and "kallisto index" in index_msgs[0], messages
-    progress = [api(luigid, "get_task_progress_percentage", task_id=t)["progressPercentage"]
-                for t in by_family["BatchDownload"]]
+    progress = [
+        api(luigid, "get_task_progress_percentage", task_id=t)["progressPercentage"] for t in by_family["BatchDownload"]
+    ]
     assert any(p is not None for p in progress), progress

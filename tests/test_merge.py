@@ -3,6 +3,7 @@
 merge.py passes kallisto's text through; pandas (a test dependency only) reads the tables back as an
 independent oracle.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,10 @@ def _kallisto_like(root, runs, n=50, seed=1):
         for i in range(n):
             counts = rng.choice([0, rng.uniform(0, 5), rng.uniform(0, 1e5), rng.choice(odd)])
             tpm = rng.choice([0, rng.uniform(0, 1e-4), rng.uniform(0, 1e4)])
-            rows.append(f"ENST{i:011d}.{i % 7}\t{rng.randint(200, 9000)}\t{rng.uniform(50, 9000):g}\t"
-                        f"{counts if isinstance(counts, str) else format(counts, 'g')}\t{tpm:g}")
+            rows.append(
+                f"ENST{i:011d}.{i % 7}\t{rng.randint(200, 9000)}\t{rng.uniform(50, 9000):g}\t"
+                f"{counts if isinstance(counts, str) else format(counts, 'g')}\t{tpm:g}"
+            )
         _write(root, run, "\n".join(rows) + "\n")
 
 
@@ -83,7 +86,12 @@ def test_blocks_give_the_same_tables(tmp_path, block):
     _assert_matches_pandas(out, tmp_path / "quant", runs)
     qc = pd.read_csv(out / "Sp_qc.tsv", sep="\t")
     assert qc["run"].tolist() == runs and qc.loc[1, "layout"] == "PAIRED"
-    assert sorted(p.name for p in out.iterdir()) == ["Sp_eff_length.tsv", "Sp_est_counts.tsv", "Sp_qc.tsv", "Sp_tpm.tsv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "Sp_eff_length.tsv",
+        "Sp_est_counts.tsv",
+        "Sp_qc.tsv",
+        "Sp_tpm.tsv",
+    ]
 
 
 def test_blocked_output_is_byte_identical_to_one_block(tmp_path, monkeypatch):
@@ -148,13 +156,19 @@ def test_different_indexes_are_refused(tmp_path):
 GOOD = [HEADER, "t1\t1000\t801.5\t1\t10", "t2\t1000\t802.5\t2\t20", "t3\t1000\t803.5\t3\t30"]
 
 
-@pytest.mark.parametrize("lines, what", [
-    (["target_id\tlength\teff_length\test_counts"] + [r.rsplit("\t", 1)[0] for r in GOOD[1:]], "no tpm column"),
-    ([GOOD[0], GOOD[1], "t2\t1000\t802.5\t2", GOOD[3]], "line 3 has 4 fields"),
-    ([GOOD[0], "t1\t1000\t801.5\t1", "t2\t1000\t802.5\t2\t20\t99", GOOD[3]], "line 2 has 4 fields"),  # 15 fields in all
-    ([GOOD[0], GOOD[1], "", GOOD[2], GOOD[3]], "line 3 has 1 fields"),
-    (["", *GOOD[1:]], "no target_id, est_counts, tpm, eff_length column"),
-])
+@pytest.mark.parametrize(
+    "lines, what",
+    [
+        (["target_id\tlength\teff_length\test_counts"] + [r.rsplit("\t", 1)[0] for r in GOOD[1:]], "no tpm column"),
+        ([GOOD[0], GOOD[1], "t2\t1000\t802.5\t2", GOOD[3]], "line 3 has 4 fields"),
+        (
+            [GOOD[0], "t1\t1000\t801.5\t1", "t2\t1000\t802.5\t2\t20\t99", GOOD[3]],
+            "line 2 has 4 fields",
+        ),  # 15 fields in all
+        ([GOOD[0], GOOD[1], "", GOOD[2], GOOD[3]], "line 3 has 1 fields"),
+        (["", *GOOD[1:]], "no target_id, est_counts, tpm, eff_length column"),
+    ],
+)
 def test_malformed_abundance_is_a_named_error(tmp_path, lines, what):
     _write(tmp_path / "quant", "SRR1", "\n".join(GOOD) + "\n")
     bad = _write(tmp_path / "quant", "SRR2", "\n".join(lines) + "\n")
@@ -166,13 +180,16 @@ def test_malformed_abundance_is_a_named_error(tmp_path, lines, what):
 
 
 def test_no_runs_gives_empty_tables(tmp_path):
-    res = merge_species("Sp", tmp_path / "quant", ["SRR1"], tmp_path / "m",
-                        {"SRR1": {"layout": "PAIRED", "source": "ena"}})
+    res = merge_species(
+        "Sp", tmp_path / "quant", ["SRR1"], tmp_path / "m", {"SRR1": {"layout": "PAIRED", "source": "ena"}}
+    )
     assert res["runs"] == []
     assert pd.read_csv(tmp_path / "m" / "Sp_tpm.tsv", sep="\t").columns.tolist() == ["target_id"]
     # exactly what the pandas version wrote
-    assert _files(tmp_path / "m") == {**{f"Sp_{m}.tsv": b"target_id\n" for m in MEASURES},
-                                      "Sp_qc.tsv": b"run\tlayout\tn_processed\tn_pseudoaligned\tp_pseudoaligned\n"}
+    assert _files(tmp_path / "m") == {
+        **{f"Sp_{m}.tsv": b"target_id\n" for m in MEASURES},
+        "Sp_qc.tsv": b"run\tlayout\tn_processed\tn_pseudoaligned\tp_pseudoaligned\n",
+    }
 
 
 def test_qc_table_columns_and_values(tmp_path):
@@ -181,18 +198,28 @@ def test_qc_table_columns_and_values(tmp_path):
     _quant(q, "SRR2", [1, 2, 3])
     (q / "SRR2" / "run_info.json").write_text(json.dumps({"n_processed": 5000, "p_pseudoaligned": 12.5}))
     _quant(q, "SRR3", [1, 2, 3])
-    extra = {"SRR1": {"layout": "PAIRED", "source": "ena"},
-             "SRR2": {"capped": True, "layout": "SINGLE"},
-             "SRR3": {"layout": "PAIRED", "source": "sra", "capped": False}}
+    extra = {
+        "SRR1": {"layout": "PAIRED", "source": "ena"},
+        "SRR2": {"capped": True, "layout": "SINGLE"},
+        "SRR3": {"layout": "PAIRED", "source": "sra", "capped": False},
+    }
     merge_species("Sp", q, ["SRR1", "SRR2", "SRR3"], tmp_path / "m", extra)
     assert (tmp_path / "m" / "Sp_qc.tsv").read_text() == (
         "run\tlayout\tn_processed\tn_pseudoaligned\tp_pseudoaligned\tsource\tcapped\n"
         "SRR1\tPAIRED\t100\t90\t90.0\tena\t\n"
         "SRR2\tSINGLE\t5000\t\t12.5\t\tTrue\n"
-        "SRR3\tPAIRED\t100\t90\t90.0\tsra\tFalse\n")
+        "SRR3\tPAIRED\t100\t90\t90.0\tsra\tFalse\n"
+    )
     # the column order pandas gave the list of dicts
-    rows = [{"run": r, "layout": e.get("layout", ""), **dict.fromkeys(QC_COLUMNS[2:]),
-             **{k: v for k, v in e.items() if k != "layout"}} for r, e in extra.items()]
+    rows = [
+        {
+            "run": r,
+            "layout": e.get("layout", ""),
+            **dict.fromkeys(QC_COLUMNS[2:]),
+            **{k: v for k, v in e.items() if k != "layout"},
+        }
+        for r, e in extra.items()
+    ]
     qc = pd.read_csv(tmp_path / "m" / "Sp_qc.tsv", sep="\t")
     assert list(qc.columns) == list(pd.DataFrame(rows).columns)
     assert qc["n_processed"].tolist() == [100, 5000, 100] and qc["source"].isna().tolist() == [False, True, False]
@@ -200,9 +227,11 @@ def test_qc_table_columns_and_values(tmp_path):
 
 def test_merge_module_does_not_import_pandas():
     """merge.py alone (the package __init__ bypassed, so other modules' imports do not count)."""
-    code = ("import sys, types; pkg = types.ModuleType('pipeline'); pkg.__path__ = [sys.argv[1]]; "
-            "sys.modules['pipeline'] = pkg; import pipeline.quant.merge; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'numpy')))")
+    code = (
+        "import sys, types; pkg = types.ModuleType('pipeline'); pkg.__path__ = [sys.argv[1]]; "
+        "sys.modules['pipeline'] = pkg; import pipeline.quant.merge; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'numpy')))"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(ROOT / "pipeline")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

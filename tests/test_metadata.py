@@ -1,4 +1,5 @@
 """Tests for pipeline.inputs.metadata: every metadata format, mate picking, selection and reports."""
+
 from __future__ import annotations
 
 import csv
@@ -42,16 +43,24 @@ def write(tmp_path: Path, name: str, rows: list[list[str]], sep: str = "\t") -> 
     return p
 
 
-ENA_HEADER = ["run_accession", "library_layout", "library_strategy", "library_source",
-              "read_count", "base_count", "fastq_ftp", "fastq_md5", "fastq_bytes"]
+ENA_HEADER = [
+    "run_accession",
+    "library_layout",
+    "library_strategy",
+    "library_source",
+    "read_count",
+    "base_count",
+    "fastq_ftp",
+    "fastq_md5",
+    "fastq_bytes",
+]
 
 
 def ena_table(tmp_path, rows, name="ena.tsv", sep="\t", header=ENA_HEADER):
     return write(tmp_path, name, [header] + rows, sep)
 
 
-def ena_row(run, layout="SINGLE", strategy="RNA-Seq", source="TRANSCRIPTOMIC", ftp=None,
-            md5=None, size=None):
+def ena_row(run, layout="SINGLE", strategy="RNA-Seq", source="TRANSCRIPTOMIC", ftp=None, md5=None, size=None):
     ftp = ftp if ftp is not None else f"ftp.sra.ebi.ac.uk/vol1/fastq/{run[:6]}/{run}/{run}.fastq.gz"
     md5 = md5 if md5 is not None else "0" * 32
     size = size if size is not None else "100"
@@ -106,9 +115,7 @@ def test_every_one_of_1000_ena_rows_accounted_for():
             assert r.sra_urls == [ODP_URL.format(run=r.run)]
             continue
         assert r.read_count == int(row["read_count"]) and r.base_count == int(row["base_count"])
-        assert r.sra_urls == [
-            "https://" + row["sra_ftp"], ODP_URL.format(run=r.run)
-        ]
+        assert r.sra_urls == ["https://" + row["sra_ftp"], ODP_URL.format(run=r.run)]
         assert r.sra_md5 == row["sra_md5"] and r.sra_bytes == int(row["sra_bytes"])
         for f in r.files:
             assert f.url.startswith("https://ftp.sra.ebi.ac.uk/")
@@ -145,8 +152,7 @@ def test_ena_edge_cases():
         assert [f.name for f in r.files] == [f"{acc}.fastq.gz"]
     r = by_run["SRR2047225"]
     assert [f.name for f in r.files] == ["SRR2047225_1.fastq.gz", "SRR2047225_2.fastq.gz"]
-    assert [f.md5 for f in r.files] == ["d675a5ff56f35ae12c314d373fdb5e28",
-                                        "e299e5e14018e5dd9bfff177ff29b3c5"]
+    assert [f.md5 for f in r.files] == ["d675a5ff56f35ae12c314d373fdb5e28", "e299e5e14018e5dd9bfff177ff29b3c5"]
     assert [f.bytes for f in r.files] == [2717968568, 2752431632]
     assert r.sra_urls[0] == "https://ftp.sra.ebi.ac.uk/vol1/srr/SRR204/005/SRR2047225"
     assert r.sra_md5 == "c87460c1d55a7f5acb6c9c4450a824a5" and r.sra_bytes == 5187457819
@@ -169,8 +175,7 @@ def test_amalgkit_real_file_is_sampled_filter():
     # AWS_Link (which is the odp URL) then NCBI_Link; odp not repeated
     assert r.sra_urls == [
         ODP_URL.format(run="SRR32425658"),
-        "https://sra-downloadb.be-md.ncbi.nlm.nih.gov/sos1/sra-pub-zq-38/SRR032/32425/"
-        "SRR32425658/SRR32425658.lite.1",
+        "https://sra-downloadb.be-md.ncbi.nlm.nih.gov/sos1/sra-pub-zq-38/SRR032/32425/SRR32425658/SRR32425658.lite.1",
     ]
 
 
@@ -190,8 +195,7 @@ def test_runinfo_real_file_uses_download_path():
 
 
 def test_detect_format_on_real_headers():
-    expected = {ENA_ROW: "ena", ENA_1000: "ena", ENA_EDGE: "ena", AMALGKIT: "amalgkit",
-                RUNINFO: "runinfo"}
+    expected = {ENA_ROW: "ena", ENA_1000: "ena", ENA_EDGE: "ena", AMALGKIT: "amalgkit", RUNINFO: "runinfo"}
     for name, fmt in expected.items():
         p = shared(name)
         sep = "," if name.endswith(".csv") else "\t"
@@ -208,8 +212,10 @@ def test_detect_format_on_real_headers():
 @pytest.mark.parametrize(
     "given, expected",
     [
-        ("ftp.sra.ebi.ac.uk/vol1/fastq/SRR1/SRR1_1.fastq.gz",
-         "https://ftp.sra.ebi.ac.uk/vol1/fastq/SRR1/SRR1_1.fastq.gz"),
+        (
+            "ftp.sra.ebi.ac.uk/vol1/fastq/SRR1/SRR1_1.fastq.gz",
+            "https://ftp.sra.ebi.ac.uk/vol1/fastq/SRR1/SRR1_1.fastq.gz",
+        ),
         ("  ftp.sra.ebi.ac.uk/vol1/x  ", "https://ftp.sra.ebi.ac.uk/vol1/x"),
         ("ftp://ftp.sra.ebi.ac.uk/vol1/x", "https://ftp.sra.ebi.ac.uk/vol1/x"),
         ("ftp://ftp.example.org/x.fastq.gz", "ftp://ftp.example.org/x.fastq.gz"),
@@ -218,8 +224,10 @@ def test_detect_format_on_real_headers():
         ("file:///data/x.fastq.gz", "file:///data/x.fastq.gz"),
         ("/data/x.fastq.gz", "file:///data/x.fastq.gz"),
         ("s3://sra-pub-run-odp/sra/SRR1/SRR1", "https://sra-pub-run-odp.s3.amazonaws.com/sra/SRR1/SRR1"),
-        ("fasp.sra.ebi.ac.uk:/vol1/fastq/SRR1/SRR1.fastq.gz",
-         "https://ftp.sra.ebi.ac.uk/vol1/fastq/SRR1/SRR1.fastq.gz"),
+        (
+            "fasp.sra.ebi.ac.uk:/vol1/fastq/SRR1/SRR1.fastq.gz",
+            "https://ftp.sra.ebi.ac.uk/vol1/fastq/SRR1/SRR1.fastq.gz",
+        ),
     ],
 )
 def test_normalise_url(given, expected):
@@ -260,26 +268,36 @@ def test_pick_mates(names, expected):
 
 def test_ena_stray_unpaired_listed_first(tmp_path):
     base = "ftp.sra.ebi.ac.uk/vol1/fastq/SRR100/SRR100"
-    p = ena_table(tmp_path, [ena_row(
-        "SRR100", layout="PAIRED",
-        ftp=f"{base}/SRR100.fastq.gz;{base}/SRR100_2.fastq.gz;{base}/SRR100_1.fastq.gz",
-        md5="a" * 32 + ";" + "B" * 32 + ";" + "c" * 32,
-        size="5;20;10",
-    )])
+    p = ena_table(
+        tmp_path,
+        [
+            ena_row(
+                "SRR100",
+                layout="PAIRED",
+                ftp=f"{base}/SRR100.fastq.gz;{base}/SRR100_2.fastq.gz;{base}/SRR100_1.fastq.gz",
+                md5="a" * 32 + ";" + "B" * 32 + ";" + "c" * 32,
+                size="5;20;10",
+            )
+        ],
+    )
     (r,), skipped = load_runs(p)
     assert skipped == []
     assert [f.name for f in r.files] == ["SRR100_1.fastq.gz", "SRR100_2.fastq.gz"]
-    assert [f.url for f in r.files] == [f"https://{base}/SRR100_1.fastq.gz",
-                                        f"https://{base}/SRR100_2.fastq.gz"]
+    assert [f.url for f in r.files] == [f"https://{base}/SRR100_1.fastq.gz", f"https://{base}/SRR100_2.fastq.gz"]
     assert [f.md5 for f in r.files] == ["c" * 32, "b" * 32]  # aligned with their URLs
     assert [f.bytes for f in r.files] == [10, 20] and r.fastq_bytes == 30
 
 
 def test_ena_mismatched_md5_list(tmp_path):
     base = "ftp.sra.ebi.ac.uk/vol1/fastq/SRR7"
-    p = ena_table(tmp_path, [ena_row("SRR7", layout="PAIRED",
-                                     ftp=f"{base}/SRR7_1.fastq.gz;{base}/SRR7_2.fastq.gz",
-                                     md5="a" * 32, size="1;2")])
+    p = ena_table(
+        tmp_path,
+        [
+            ena_row(
+                "SRR7", layout="PAIRED", ftp=f"{base}/SRR7_1.fastq.gz;{base}/SRR7_2.fastq.gz", md5="a" * 32, size="1;2"
+            )
+        ],
+    )
     with pytest.raises(InputError, match=r"SRR7.*fastq_md5|fastq_md5.*SRR7"):
         load_runs(p)
 
@@ -292,9 +310,11 @@ def test_ena_mismatched_bytes_list(tmp_path):
 
 
 def test_ena_missing_tokens_and_csv(tmp_path):
-    rows = [ena_row("SRR1"),
-            ["SRR2", "PAIRED", "<NA>", "NA", "nan", "", "<NA>", "<NA>", "<NA>"],
-            ["ERR3", "single", "RNA-Seq", "TRANSCRIPTOMIC", "NA", "NA", "", "", ""]]
+    rows = [
+        ena_row("SRR1"),
+        ["SRR2", "PAIRED", "<NA>", "NA", "nan", "", "<NA>", "<NA>", "<NA>"],
+        ["ERR3", "single", "RNA-Seq", "TRANSCRIPTOMIC", "NA", "NA", "", "", ""],
+    ]
     p = ena_table(tmp_path, rows, name="ena.csv", sep=",")
     runs, skipped = load_runs(p)
     assert [r.run for r in runs] == ["SRR1", "SRR2", "ERR3"] and skipped == []
@@ -396,8 +416,7 @@ def test_row_with_too_many_fields_names_file_and_line(tmp_path):
 
 
 def test_duplicate_column_names_file_and_column(tmp_path):
-    p = write(tmp_path, "dup.csv", [["run_accession", "read_count", "read_count "], ["SRR1", "1", "2"]],
-              sep=",")
+    p = write(tmp_path, "dup.csv", [["run_accession", "read_count", "read_count "], ["SRR1", "1", "2"]], sep=",")
     with pytest.raises(InputError) as e:
         load_runs(p)
     assert str(p) in str(e.value) and "'read_count'" in str(e.value) and "more than once" in str(e.value)
@@ -406,16 +425,21 @@ def test_duplicate_column_names_file_and_column(tmp_path):
 @pytest.mark.parametrize("sep", [",", "\t"])
 def test_quoted_field_holding_the_separator(tmp_path, sep):
     p = tmp_path / "q.txt"
-    p.write_text(sep.join(["run_accession", "sample_title", "read_count"]) + "\n"
-                 + sep.join(["SRR1", f'"liver{sep} ""day 2""\nrep 1"', "7"]) + "\n"
-                 + sep.join(["SRR2", "plain", "8"]) + "\n")
+    p.write_text(
+        sep.join(["run_accession", "sample_title", "read_count"])
+        + "\n"
+        + sep.join(["SRR1", f'"liver{sep} ""day 2""\nrep 1"', "7"])
+        + "\n"
+        + sep.join(["SRR2", "plain", "8"])
+        + "\n"
+    )
     _, rows, _ = read_table(p)
     assert rows[0]["sample_title"] == f'liver{sep} "day 2"\nrep 1' and rows[0]["read_count"] == "7"
     assert [r.read_count for r in load_runs(p)[0]] == [7, 8]
 
 
 def test_unclosed_quote_names_its_line(tmp_path):
-    p = ena_table(tmp_path, [ena_row("SRR1"), ['SRR2', '"PAIRED'] + ena_row("SRR2")[2:], ena_row("SRR3")])
+    p = ena_table(tmp_path, [ena_row("SRR1"), ["SRR2", '"PAIRED'] + ena_row("SRR2")[2:], ena_row("SRR3")])
     with pytest.raises(InputError) as e:
         read_table(p)
     assert str(p) in str(e.value) and "line 3" in str(e.value) and "never closed" in str(e.value)
@@ -447,25 +471,31 @@ def test_gzip_table(tmp_path):
 
 
 def selection_table(tmp_path):
-    return ena_table(tmp_path, [
-        ena_row("SRR1", layout="PAIRED", strategy="RNA-Seq"),
-        ena_row("SRR2", layout="SINGLE", strategy="rna-seq"),
-        ena_row("SRR3", layout="PAIRED", strategy="OTHER"),
-        ena_row("SRR4", layout="PAIRED", strategy="RNA-Seq", source="GENOMIC"),
-        ena_row("SRR5", layout="PAIRED", strategy="RNA-Seq"),
-        ena_row("SRR6", layout="PAIRED", strategy="RNA-Seq"),
-    ])
+    return ena_table(
+        tmp_path,
+        [
+            ena_row("SRR1", layout="PAIRED", strategy="RNA-Seq"),
+            ena_row("SRR2", layout="SINGLE", strategy="rna-seq"),
+            ena_row("SRR3", layout="PAIRED", strategy="OTHER"),
+            ena_row("SRR4", layout="PAIRED", strategy="RNA-Seq", source="GENOMIC"),
+            ena_row("SRR5", layout="PAIRED", strategy="RNA-Seq"),
+            ena_row("SRR6", layout="PAIRED", strategy="RNA-Seq"),
+        ],
+    )
 
 
 def test_selection_keys(tmp_path):
     p = selection_table(tmp_path)
-    runs, skipped = load_runs(p, {
-        "library_strategy": "RNA-SEQ",
-        "library_source": ["transcriptomic"],
-        "layout": "paired",
-        "exclude_runs": ["SRR5"],
-        "max_runs": 1,
-    })
+    runs, skipped = load_runs(
+        p,
+        {
+            "library_strategy": "RNA-SEQ",
+            "library_source": ["transcriptomic"],
+            "layout": "paired",
+            "exclude_runs": ["SRR5"],
+            "max_runs": 1,
+        },
+    )
     assert [r.run for r in runs] == ["SRR1"]
     reasons = dict(skipped)
     assert [s[0] for s in skipped] == ["SRR2", "SRR3", "SRR4", "SRR5", "SRR6"]  # file order
@@ -515,12 +545,17 @@ def test_selection_on_formats_without_the_column(tmp_path):
     p = write(tmp_path, "ids.tsv", [["run_accession"], ["SRR1"]])
     runs, skipped = load_runs(p, {"library_strategy": "RNA-Seq"})
     assert [r.run for r in runs] == ["SRR1"]
-    p = write(tmp_path, "runinfo.csv", [
-        ["Run", "LibraryLayout", "LibraryStrategy", "LibrarySource", "spots", "bases", "download_path"],
-        ["SRR1", "PAIRED", "RNA-Seq", "TRANSCRIPTOMIC", "5", "50", ""],
-        ["Run", "LibraryLayout", "LibraryStrategy", "LibrarySource", "spots", "bases", "download_path"],
-        ["SRR2", "SINGLE", "WGS", "GENOMIC", "", "", "https://h/SRR2"],
-    ], sep=",")
+    p = write(
+        tmp_path,
+        "runinfo.csv",
+        [
+            ["Run", "LibraryLayout", "LibraryStrategy", "LibrarySource", "spots", "bases", "download_path"],
+            ["SRR1", "PAIRED", "RNA-Seq", "TRANSCRIPTOMIC", "5", "50", ""],
+            ["Run", "LibraryLayout", "LibraryStrategy", "LibrarySource", "spots", "bases", "download_path"],
+            ["SRR2", "SINGLE", "WGS", "GENOMIC", "", "", "https://h/SRR2"],
+        ],
+        sep=",",
+    )
     runs, skipped = load_runs(p, {"library_strategy": "rna-seq"})
     assert [r.run for r in runs] == ["SRR1"]  # repeated header row dropped
     assert runs[0].sra_urls == [ODP_URL.format(run="SRR1")] and runs[0].read_count == 5
@@ -528,15 +563,28 @@ def test_selection_on_formats_without_the_column(tmp_path):
 
 
 def test_amalgkit_inline_exclusion_and_strategy(tmp_path):
-    p = write(tmp_path, "metadata.tsv", [
-        ["run", "lib_layout", "lib_strategy", "is_sampled", "exclusion", "total_spots",
-         "total_bases", "AWS_Link", "NCBI_Link"],
-        ["SRR1", "PAIRED", "RNA-Seq", "yes", "no", "10", "2000", "", "https://n/SRR1"],
-        ["SRR2", "single", "RNA-Seq", "yes", "low_nspots", "1", "1", "", ""],
-        ["SRR3", "Single", "RNA-Seq", "Yes", "No", "", "", "s3://sra-pub-run-odp/sra/SRR3/SRR3", ""],
-        ["SRR4", "paired", "miRNA-Seq", "yes", "no", "", "", "", ""],
-        ["SRR5", "paired", "RNA-Seq", "no", "no", "", "", "", ""],
-    ])
+    p = write(
+        tmp_path,
+        "metadata.tsv",
+        [
+            [
+                "run",
+                "lib_layout",
+                "lib_strategy",
+                "is_sampled",
+                "exclusion",
+                "total_spots",
+                "total_bases",
+                "AWS_Link",
+                "NCBI_Link",
+            ],
+            ["SRR1", "PAIRED", "RNA-Seq", "yes", "no", "10", "2000", "", "https://n/SRR1"],
+            ["SRR2", "single", "RNA-Seq", "yes", "low_nspots", "1", "1", "", ""],
+            ["SRR3", "Single", "RNA-Seq", "Yes", "No", "", "", "s3://sra-pub-run-odp/sra/SRR3/SRR3", ""],
+            ["SRR4", "paired", "miRNA-Seq", "yes", "no", "", "", "", ""],
+            ["SRR5", "paired", "RNA-Seq", "no", "no", "", "", "", ""],
+        ],
+    )
     runs, skipped = load_runs(p, {"library_strategy": "RNA-Seq"})
     assert [r.run for r in runs] == ["SRR1", "SRR3"]
     assert runs[0].layout == PAIRED and runs[1].layout == SINGLE
@@ -560,18 +608,21 @@ def test_integrate_relative_and_absolute_paths(tmp_path):
     for n in ("A_1.fq.gz", "A_2.fq.gz", "B.fq.gz"):
         (meta / "fq" / n).write_bytes(b"x")
     abs_b = str(meta / "fq" / "B.fq.gz")
-    p = write(meta, "integrate.tsv", [
-        ["run", "read1_path", "read2_path", "total_spots", "lib_layout"],
-        ["SRR1", "fq/A_1.fq.gz", "fq/A_2.fq.gz", "12", "paired"],
-        ["SRR2", abs_b, "", "", "paired"],
-        ["SRR3", "fq/B.fq.gz", "unavailable", "NA", "single"],
-    ])
+    p = write(
+        meta,
+        "integrate.tsv",
+        [
+            ["run", "read1_path", "read2_path", "total_spots", "lib_layout"],
+            ["SRR1", "fq/A_1.fq.gz", "fq/A_2.fq.gz", "12", "paired"],
+            ["SRR2", abs_b, "", "", "paired"],
+            ["SRR3", "fq/B.fq.gz", "unavailable", "NA", "single"],
+        ],
+    )
     runs, skipped = load_runs(p)
     assert skipped == []
     a, b, c = runs
     assert a.layout == PAIRED and a.read_count == 12
-    assert [f.url for f in a.files] == [(meta / "fq" / "A_1.fq.gz").as_uri(),
-                                        (meta / "fq" / "A_2.fq.gz").as_uri()]
+    assert [f.url for f in a.files] == [(meta / "fq" / "A_1.fq.gz").as_uri(), (meta / "fq" / "A_2.fq.gz").as_uri()]
     assert [f.name for f in a.files] == ["A_1.fq.gz", "A_2.fq.gz"]
     assert all(f.md5 is None and f.bytes is None for f in a.files)
     assert b.layout == SINGLE and b.files[0].url == Path(abs_b).as_uri()  # read2 blank
@@ -581,10 +632,14 @@ def test_integrate_relative_and_absolute_paths(tmp_path):
 
 def test_integrate_missing_file(tmp_path):
     (tmp_path / "A_1.fq.gz").write_bytes(b"x")
-    p = write(tmp_path, "integrate.tsv", [
-        ["run", "read1_path", "read2_path"],
-        ["SRR1", "A_1.fq.gz", "A_2.fq.gz"],
-    ])
+    p = write(
+        tmp_path,
+        "integrate.tsv",
+        [
+            ["run", "read1_path", "read2_path"],
+            ["SRR1", "A_1.fq.gz", "A_2.fq.gz"],
+        ],
+    )
     with pytest.raises(InputError) as e:
         load_runs(p)
     assert "SRR1" in str(e.value) and str(tmp_path / "A_2.fq.gz") in str(e.value)
@@ -600,19 +655,31 @@ def test_integrate_missing_file(tmp_path):
 
 def test_write_reports(tmp_path):
     runs = [
-        Run(run="SRR1", layout=PAIRED, read_count=5, base_count=500, files=[
-            {"url": "https://h/SRR1_1.fastq.gz", "name": "SRR1_1.fastq.gz", "bytes": 3},
-            {"url": "https://h/SRR1_2.fastq.gz", "name": "SRR1_2.fastq.gz", "bytes": 4},
-        ]),
+        Run(
+            run="SRR1",
+            layout=PAIRED,
+            read_count=5,
+            base_count=500,
+            files=[
+                {"url": "https://h/SRR1_1.fastq.gz", "name": "SRR1_1.fastq.gz", "bytes": 3},
+                {"url": "https://h/SRR1_2.fastq.gz", "name": "SRR1_2.fastq.gz", "bytes": 4},
+            ],
+        ),
         Run(run="SRR2", sra_urls=["https://a/SRR2", "https://b/SRR2"]),
     ]
     out = tmp_path / "reports" / "runs.tsv"
     write_runs_tsv(runs, out)
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert rows[0] == {"run": "SRR1", "layout": "PAIRED", "read_count": "5", "base_count": "500",
-                       "n_files": "2", "fastq_bytes": "7",
-                       "urls": "https://h/SRR1_1.fastq.gz;https://h/SRR1_2.fastq.gz"}
+    assert rows[0] == {
+        "run": "SRR1",
+        "layout": "PAIRED",
+        "read_count": "5",
+        "base_count": "500",
+        "n_files": "2",
+        "fastq_bytes": "7",
+        "urls": "https://h/SRR1_1.fastq.gz;https://h/SRR1_2.fastq.gz",
+    }
     assert rows[1]["n_files"] == "0" and rows[1]["fastq_bytes"] == ""
     assert rows[1]["urls"] == "https://a/SRR2;https://b/SRR2"
 

@@ -1,5 +1,6 @@
 """quant.quantify_run with real kallisto: files no md5 vouches for are read through while kallisto
 runs, and a run whose files do not hold what they should never reaches quant/RUN/."""
+
 from __future__ import annotations
 
 import gzip
@@ -19,8 +20,16 @@ from pipeline.testing import simulate
 def ds(tmp_path_factory):
     need_tool("kallisto")
     root = tmp_path_factory.mktemp("qsim")
-    d = simulate.make_species_dataset(root, "Quanta_pairs", ["DRR000101", "DRR000102"], "PAIRED",
-                                      reads_per_run=2000, read_len=50, n_transcripts=20, seed=11)
+    d = simulate.make_species_dataset(
+        root,
+        "Quanta_pairs",
+        ["DRR000101", "DRR000102"],
+        "PAIRED",
+        reads_per_run=2000,
+        read_len=50,
+        n_transcripts=20,
+        seed=11,
+    )
     index = root / "tx.idx"
     quant.build_index(d["transcriptome"], index, root / "index.log")
     return {"index": index, "files": {r["run"]: [Path(f) for f in r["files"]] for r in d["runs"]}}
@@ -30,8 +39,17 @@ def _quant(ds, tmp_path, files, **kw):
     kw.setdefault("expected_reads", None)
     kw.setdefault("verified", False)
     log = tmp_path / "run.log"
-    res = quant.quantify_run("DRR000101", files, ds["index"], tmp_path / "quant", threads=1, fragment_length=200,
-                             fragment_sd=20, log=RunLog(log), **kw)
+    res = quant.quantify_run(
+        "DRR000101",
+        files,
+        ds["index"],
+        tmp_path / "quant",
+        threads=1,
+        fragment_length=200,
+        fragment_sd=20,
+        log=RunLog(log),
+        **kw,
+    )
     return res, log.read_text() if log.exists() else ""
 
 
@@ -63,8 +81,9 @@ def test_truncated_gzip_fails_although_kallisto_exits_0(ds, tmp_path):
     # kallisto alone accepts the cut file: that is what the read-through is for
     alone = tmp_path / "alone"
     alone.mkdir()
-    rc = subprocess.run(["kallisto", "quant", "-i", str(ds["index"]), "-o", str(alone), str(r1), str(cut)],
-                        capture_output=True).returncode
+    rc = subprocess.run(
+        ["kallisto", "quant", "-i", str(ds["index"]), "-o", str(alone), str(r1), str(cut)], capture_output=True
+    ).returncode
     assert rc == 0
     res, log = _quant(ds, tmp_path, [r1, cut])
     assert res.status == "failed" and "truncated" in res.reason and "cut_2.fastq.gz" in res.reason

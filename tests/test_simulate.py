@@ -1,4 +1,5 @@
 """Tests of the synthetic transcriptome / read simulator (pipeline.testing.simulate)."""
+
 from __future__ import annotations
 
 import csv
@@ -37,7 +38,7 @@ def fastq_records(path):
     with gzip.open(path, "rt") as fh:
         lines = fh.read().splitlines()
     assert len(lines) % 4 == 0
-    return [lines[i:i + 4] for i in range(0, len(lines), 4)]
+    return [lines[i : i + 4] for i in range(0, len(lines), 4)]
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,7 @@ def test_simulate_run_is_deterministic(tmp_path, transcripts, layout):
     assert r3["md5"] != r1["md5"]
 
 
-@pytest.mark.parametrize("layout,names", [("PAIRED", ["R_1.fastq.gz", "R_2.fastq.gz"]),
-                                          ("SINGLE", ["R.fastq.gz"])])
+@pytest.mark.parametrize("layout,names", [("PAIRED", ["R_1.fastq.gz", "R_2.fastq.gz"]), ("SINGLE", ["R.fastq.gz"])])
 def test_simulate_run_reports_match_files(tmp_path, transcripts, layout, names):
     info = simulate_run(transcripts, str(tmp_path / "R"), 2500, 60, layout, seed=9)
     assert info["files"] == [str(tmp_path / n) for n in names]
@@ -104,8 +104,7 @@ def test_simulate_run_reports_match_files(tmp_path, transcripts, layout, names):
 
 
 def test_pairs_come_from_one_fragment_in_fr_orientation(tmp_path, transcripts):
-    info = simulate_run(transcripts, str(tmp_path / "P"), 500, 50, "PAIRED", seed=1,
-                        fragment_mean=200, fragment_sd=20)
+    info = simulate_run(transcripts, str(tmp_path / "P"), 500, 50, "PAIRED", seed=1, fragment_mean=200, fragment_sd=20)
     seqs = [s for _, s in transcripts]
     m1, m2 = (fastq_records(f) for f in info["files"])
     for a, b in zip(m1, m2):
@@ -125,8 +124,7 @@ def test_pairs_come_from_one_fragment_in_fr_orientation(tmp_path, transcripts):
 def test_abundances_shape_counts(tmp_path, transcripts):
     weights = [0.0] * len(transcripts)
     weights[2] = 1.0
-    info = simulate_run(transcripts, str(tmp_path / "A"), 200, 40, "SINGLE", seed=2,
-                        abundances=weights)
+    info = simulate_run(transcripts, str(tmp_path / "A"), 200, 40, "SINGLE", seed=2, abundances=weights)
     target = transcripts[2][1]
     rc = reverse_complement(target)
     for rec in fastq_records(info["files"][0]):
@@ -151,8 +149,16 @@ def test_ena_fastq_dir():
 
 def test_make_species_dataset_layout_metadata_and_skip(tmp_path):
     root = str(tmp_path / "data")
-    args = dict(root=root, species="Demo_testus", accessions=["DRR900001", "DRR900002"],
-                layout="PAIRED", reads_per_run=1000, read_len=50, n_transcripts=10, seed=42)
+    args = dict(
+        root=root,
+        species="Demo_testus",
+        accessions=["DRR900001", "DRR900002"],
+        layout="PAIRED",
+        reads_per_run=1000,
+        read_len=50,
+        n_transcripts=10,
+        seed=42,
+    )
     result = make_species_dataset(**args)
     assert not result["skipped"]
     assert os.path.exists(os.path.join(root, "Demo_testus", "transcripts.fa.gz"))
@@ -240,10 +246,12 @@ def test_kallisto_pseudoaligns_simulated_reads(tmp_path):
     paired = simulate_run(tx, str(tmp_path / "DRR1"), 20000, 75, "PAIRED", seed=1)
     single = simulate_run(tx, str(tmp_path / "DRR2"), 20000, 75, "SINGLE", seed=2)
     out_p, out_s = str(tmp_path / "qp"), str(tmp_path / "qs")
-    subprocess.run([KALLISTO, "quant", "-i", idx, "-o", out_p, *paired["files"]],
-                   check=True, capture_output=True)
-    subprocess.run([KALLISTO, "quant", "-i", idx, "-o", out_s, "--single", "-l", "200", "-s", "20",
-                    *single["files"]], check=True, capture_output=True)
+    subprocess.run([KALLISTO, "quant", "-i", idx, "-o", out_p, *paired["files"]], check=True, capture_output=True)
+    subprocess.run(
+        [KALLISTO, "quant", "-i", idx, "-o", out_s, "--single", "-l", "200", "-s", "20", *single["files"]],
+        check=True,
+        capture_output=True,
+    )
     for out, info in ((out_p, paired), (out_s, single)):
         with open(os.path.join(out, "run_info.json")) as fh:
             run_info = json.load(fh)

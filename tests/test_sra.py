@@ -1,4 +1,5 @@
 """Tests of pipeline.fetch.sra: real .sra files from ../shared/data through the real fasterq-dump (no mocks)."""
+
 from __future__ import annotations
 
 import gzip
@@ -19,8 +20,10 @@ from pipeline.fetch import sra  # noqa: E402
 from pipeline.reads import fastq  # noqa: E402
 from pipeline.runlog import RunLog  # noqa: E402
 
-XML_ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-                  b"<Message>Access Denied</Message></Error>\n")
+XML_ERROR_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>\n"
+)
 
 
 def sra_file(name: str) -> Path:
@@ -42,10 +45,22 @@ def read_lengths(path) -> list[int]:
 
 # --- pure functions ---------------------------------------------------------------------------
 
+
 def test_fasterq_dump_args_is_one_local_file_with_absolute_paths():
     args = sra.fasterq_dump_args("/data/SRR1.sra", "/o/out", "/o/tmp", threads=3, exe="/opt/fqd")
-    assert args == ["/opt/fqd", "--split-3", "--skip-technical", "-O", "/o/out", "-t", "/o/tmp",
-                    "-e", "3", "--force", "/data/SRR1.sra"]
+    assert args == [
+        "/opt/fqd",
+        "--split-3",
+        "--skip-technical",
+        "-O",
+        "/o/out",
+        "-t",
+        "/o/tmp",
+        "-e",
+        "3",
+        "--force",
+        "/data/SRR1.sra",
+    ]
     assert all(isinstance(a, str) for a in args)
 
 
@@ -62,25 +77,31 @@ def test_fasterq_dump_args_never_passes_a_bare_accession(tmp_path, monkeypatch):
         sra.fasterq_dump_args("/x.sra", "/o", "/t", threads=0)
 
 
-@pytest.mark.parametrize("names, chosen, ignored", [
-    (["R_1.fastq", "R_2.fastq"], ["R_1.fastq", "R_2.fastq"], []),
-    (["R_2.fastq", "R.fastq", "R_1.fastq"], ["R_1.fastq", "R_2.fastq"], ["R.fastq"]),  # stray unpaired
-    (["R.fastq"], ["R.fastq"], []),
-    (["x.part_1.fastq", "x.part_2.fastq"], ["x.part_1.fastq", "x.part_2.fastq"], []),  # named after the file
-    (["R.fastq", "notes.txt"], ["R.fastq"], ["notes.txt"]),
-])
+@pytest.mark.parametrize(
+    "names, chosen, ignored",
+    [
+        (["R_1.fastq", "R_2.fastq"], ["R_1.fastq", "R_2.fastq"], []),
+        (["R_2.fastq", "R.fastq", "R_1.fastq"], ["R_1.fastq", "R_2.fastq"], ["R.fastq"]),  # stray unpaired
+        (["R.fastq"], ["R.fastq"], []),
+        (["x.part_1.fastq", "x.part_2.fastq"], ["x.part_1.fastq", "x.part_2.fastq"], []),  # named after the file
+        (["R.fastq", "notes.txt"], ["R.fastq"], ["notes.txt"]),
+    ],
+)
 def test_pick_outputs_by_suffix(names, chosen, ignored):
     assert sra.pick_outputs(names) == (chosen, ignored)
 
 
-@pytest.mark.parametrize("names, reason", [
-    ([], "no reads"),
-    (["notes.txt"], "no reads"),
-    (["R_1.fastq"], "without its mate"),
-    (["R_2.fastq", "R.fastq"], "without its mate"),
-    (["R_1.fastq", "R_2.fastq", "R_3.fastq"], "more than two reads per spot"),
-    (["A.fastq", "B.fastq"], "several single-end files"),
-])
+@pytest.mark.parametrize(
+    "names, reason",
+    [
+        ([], "no reads"),
+        (["notes.txt"], "no reads"),
+        (["R_1.fastq"], "without its mate"),
+        (["R_2.fastq", "R.fastq"], "without its mate"),
+        (["R_1.fastq", "R_2.fastq", "R_3.fastq"], "more than two reads per spot"),
+        (["A.fastq", "B.fastq"], "several single-end files"),
+    ],
+)
 def test_pick_outputs_refuses_what_it_cannot_quantify(names, reason):
     with pytest.raises(sra.SraError, match=reason):
         sra.pick_outputs(names)
@@ -111,13 +132,18 @@ def test_check_sra_file_says_what_the_file_is(tmp_path):
 
 
 def test_parse_stats_and_stderr_tail():
-    err = ("spots read      : 10,000\nreads read      : 20,000\nreads written   : 19,998\n"
-           "reads 0-length  : 2\n")
-    assert sra.parse_stats(err) == {"spots read": 10000, "reads read": 20000, "reads written": 19998,
-                                    "reads 0-length": 2}
-    err = ("2026-01-01T00:00:00 fasterq-dump.3.0.3 warn: can't open CM000681.1 as a RefSeq\n"
-           "2026-01-01T00:00:00 fasterq-dump.3.0.3 err: a\n2026-01-01T00:00:00 fasterq-dump.3.0.3 err: b\n"
-           "fasterq-dump quit with error code 3\n")
+    err = "spots read      : 10,000\nreads read      : 20,000\nreads written   : 19,998\nreads 0-length  : 2\n"
+    assert sra.parse_stats(err) == {
+        "spots read": 10000,
+        "reads read": 20000,
+        "reads written": 19998,
+        "reads 0-length": 2,
+    }
+    err = (
+        "2026-01-01T00:00:00 fasterq-dump.3.0.3 warn: can't open CM000681.1 as a RefSeq\n"
+        "2026-01-01T00:00:00 fasterq-dump.3.0.3 err: a\n2026-01-01T00:00:00 fasterq-dump.3.0.3 err: b\n"
+        "fasterq-dump quit with error code 3\n"
+    )
     tail = sra.stderr_tail(err)
     assert tail.startswith("fasterq-dump.3.0.3 warn: can't open CM000681.1")  # the cause, timestamp cut
     assert tail.endswith("err: b | fasterq-dump quit with error code 3")
@@ -125,6 +151,7 @@ def test_parse_stats_and_stderr_tail():
 
 
 # --- real fasterq-dump ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "plain"])
 def test_hoxc_paired_sra_quantifies_like_the_fastq_route(tmp_path, monkeypatch, compress):
@@ -153,10 +180,15 @@ def test_hoxc_paired_sra_quantifies_like_the_fastq_route(tmp_path, monkeypatch, 
     assert "$ " + exe + " --split-3" in text and "10000 spots read, 20000 reads written" in text
 
     idx, out = tmp_path / "hoxc.idx", tmp_path / "quant"
-    subprocess.run(["kallisto", "index", "-i", str(idx), str(ref)], check=True, capture_output=True,
-                   stdin=subprocess.DEVNULL)
-    subprocess.run(["kallisto", "quant", "-i", str(idx), "-o", str(out), str(paths[0]), str(paths[1])],
-                   check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        ["kallisto", "index", "-i", str(idx), str(ref)], check=True, capture_output=True, stdin=subprocess.DEVNULL
+    )
+    subprocess.run(
+        ["kallisto", "quant", "-i", str(idx), "-o", str(out), str(paths[0]), str(paths[1])],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert (out / "abundance.tsv").read_bytes() == expected.read_bytes()
 
 

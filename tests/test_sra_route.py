@@ -1,5 +1,6 @@
 """The .sra route end to end: FASTQ missing (404) falls through to the run's .sra file, converted
 offline by real fasterq-dump and quantified by real kallisto; bad .sra files are named failures."""
+
 from __future__ import annotations
 
 import shutil
@@ -35,10 +36,15 @@ def test_fastq_404_falls_back_to_sra_and_bad_sra_is_reported(tmp_path):
     (archive / "odp").mkdir(exist_ok=True)
     rows = [
         # FASTQ listed but gone from the archive (404): the .sra copy must be used
-        {"run_accession": "SRR0000009", "library_layout": "PAIRED", "read_count": "10000",
-         "fastq_ftp": "ftp.sra.ebi.ac.uk/vol1/fastq/SRR000/SRR0000009/SRR0000009_1.fastq.gz;"
-                      "ftp.sra.ebi.ac.uk/vol1/fastq/SRR000/SRR0000009/SRR0000009_2.fastq.gz",
-         "fastq_md5": "0" * 32 + ";" + "1" * 32, "fastq_bytes": "100;100"},
+        {
+            "run_accession": "SRR0000009",
+            "library_layout": "PAIRED",
+            "read_count": "10000",
+            "fastq_ftp": "ftp.sra.ebi.ac.uk/vol1/fastq/SRR000/SRR0000009/SRR0000009_1.fastq.gz;"
+            "ftp.sra.ebi.ac.uk/vol1/fastq/SRR000/SRR0000009/SRR0000009_2.fastq.gz",
+            "fastq_md5": "0" * 32 + ";" + "1" * 32,
+            "fastq_bytes": "100;100",
+        },
         # no FASTQ at all; the .sra needs remote references and fasterq-dump fails offline
         {"run_accession": "SRR2096940", "library_layout": "PAIRED", "read_count": ""},
         # no FASTQ; the archive answers with an XML error document instead of a .sra
@@ -46,11 +52,17 @@ def test_fastq_404_falls_back_to_sra_and_bad_sra_is_reported(tmp_path):
     ]
     meta = write_metadata(tmp_path / "cfg" / "meta.tsv", rows)
     with FileServer(archive) as server:
-        server.set_fault("/odp/sra/SRR0000010/SRR0000010",
-                         body=b'<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>')
-        write_species(tmp_path / "cfg", "Homo_sapiens", transcripts, meta, batch={"size": 3},
-                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/",
-                                            ODP: server.url + "/odp/"}})
+        server.set_fault(
+            "/odp/sra/SRR0000010/SRR0000010", body=b'<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>'
+        )
+        write_species(
+            tmp_path / "cfg",
+            "Homo_sapiens",
+            transcripts,
+            meta,
+            batch={"size": 3},
+            download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/", ODP: server.url + "/odp/"}},
+        )
         out = tmp_path / "out"
         r = run_luigi(tmp_path / "cfg", out)
         server.wait_idle()
@@ -135,8 +147,9 @@ def test_a_batchs_sra_routes_take_turns(tmp_path):
 
         def one(r):
             start.wait()
-            setup = sources.FetchSetup(policy=RetryPolicy(attempts=2, backoff_base=0.05), mirrors=mirrors,
-                                       sources=["sra"], sra_lock=lock)
+            setup = sources.FetchSetup(
+                policy=RetryPolicy(attempts=2, backoff_base=0.05), mirrors=mirrors, sources=["sra"], sra_lock=lock
+            )
             return sources.obtain_run(r, fastq / r.run, setup, RunLog(tmp_path / f"{r.run}.log"))
 
         with ThreadPoolExecutor(2) as pool:

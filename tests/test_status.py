@@ -1,4 +1,5 @@
 """python -m pipeline.status on real pipeline outputs (real kallisto, a real loopback server)."""
+
 from __future__ import annotations
 
 import json
@@ -22,19 +23,32 @@ RUNS = [f"DRR00010{i}" for i in range(1, 7)]
 def ds(tmp_path_factory):
     need_tool("kallisto")
     root = tmp_path_factory.mktemp("stsim")
-    return simulate.make_species_dataset(root, SPECIES, RUNS, "PAIRED", reads_per_run=2000, read_len=50,
-                                         n_transcripts=20, seed=21) | {"archive": root / "archive"}
+    return simulate.make_species_dataset(
+        root, SPECIES, RUNS, "PAIRED", reads_per_run=2000, read_len=50, n_transcripts=20, seed=21
+    ) | {"archive": root / "archive"}
 
 
 def _config(tmp_path, ds, server):
-    return write_species(tmp_path / "cfg", SPECIES, ds["transcriptome"], ds["metadata"], batch={"size": 2},
-                         download={"sources": ["ena"], "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
-                         disk={"min_free": 0})
+    return write_species(
+        tmp_path / "cfg",
+        SPECIES,
+        ds["transcriptome"],
+        ds["metadata"],
+        batch={"size": 2},
+        download={"sources": ["ena"], "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
+        disk={"min_free": 0},
+    )
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.status", *map(str, args)], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.status", *map(str, args)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_part_done_then_failures_then_done(tmp_path, ds):
@@ -42,14 +56,36 @@ def test_part_done_then_failures_then_done(tmp_path, ds):
     with FileServer(ds["archive"]) as server:
         cfg = _config(tmp_path, ds, server)
         # only the first batch, as if the pipeline had been stopped after it
-        r = subprocess.run([LUIGI, "--module", "pipeline", "BatchCleanup", "--config-path", str(cfg),
-                            "--output-dir", str(out), "--BatchCleanup-batch", "0", "--local-scheduler"], cwd=ROOT,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [
+                LUIGI,
+                "--module",
+                "pipeline",
+                "BatchCleanup",
+                "--config-path",
+                str(cfg),
+                "--output-dir",
+                str(out),
+                "--BatchCleanup-batch",
+                "0",
+                "--local-scheduler",
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         st = status.species_status(out, SPECIES)
         assert st["state"] == "running"
-        assert (st["batches"], st["batches_cleaned"], st["runs_quantified"], st["runs_failed"], st["runs_left"]) == \
-            (3, 1, 2, 0, 4)
+        assert (st["batches"], st["batches_cleaned"], st["runs_quantified"], st["runs_failed"], st["runs_left"]) == (
+            3,
+            1,
+            2,
+            0,
+            4,
+        )
         assert st["bytes_downloaded"] > 0 and st["bytes_on_disk"] == 0 and st["eta_s"] is None
         text = _cli(out)
         assert text.returncode == 0 and "1 of 3 done" in text.stdout and "2 of 6 quantified" in text.stdout
@@ -77,8 +113,14 @@ def test_part_done_then_failures_then_done(tmp_path, ds):
 
 
 def _retry(out):
-    return subprocess.run([sys.executable, "-m", "pipeline.retry", str(out)], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.retry", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_pace_gives_an_estimate_of_the_time_left(tmp_path):

@@ -1,4 +1,5 @@
 """The package's rules of shape: which modules may import Luigi or the test kit, and module sizes."""
+
 from __future__ import annotations
 
 import ast
@@ -39,15 +40,22 @@ def test_the_rules_see_real_imports():
 
 
 def test_no_production_module_imports_the_test_kit():
-    offenders = [str(p.relative_to(ROOT)) for p in _production_modules()
-                 if any(n == "pipeline.testing" or n.startswith("pipeline.testing.") for n in _imports(p))]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in _production_modules()
+        if any(n == "pipeline.testing" or n.startswith("pipeline.testing.") for n in _imports(p))
+    ]
     assert offenders == []
 
 
 def test_luigi_is_imported_only_by_the_wiring_settings_and_commands():
-    offenders = [str(p.relative_to(ROOT)) for p in _production_modules()
-                 if any(n == "luigi" or n.startswith("luigi.") for n in _imports(p))
-                 and p.name not in LUIGI_ALLOWED and p.relative_to(ROOT).parts[0] != "cli"]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in _production_modules()
+        if any(n == "luigi" or n.startswith("luigi.") for n in _imports(p))
+        and p.name not in LUIGI_ALLOWED
+        and p.relative_to(ROOT).parts[0] != "cli"
+    ]
     assert offenders == []
 
 

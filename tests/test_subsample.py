@@ -1,4 +1,5 @@
 """download.max_bp: subsample.cap_reads on real gzipped FASTQ (simulated reads, fixed seed)."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,8 +16,9 @@ from pipeline.testing import simulate
 def pair(tmp_path_factory):
     """1,000 pairs of 2 x 50 bases: 100,000 bases in all."""
     root = tmp_path_factory.mktemp("capsim")
-    d = simulate.make_species_dataset(root, "Capped_pairs", ["DRR000201"], "PAIRED", reads_per_run=1000,
-                                      read_len=50, n_transcripts=10, seed=31)
+    d = simulate.make_species_dataset(
+        root, "Capped_pairs", ["DRR000201"], "PAIRED", reads_per_run=1000, read_len=50, n_transcripts=10, seed=31
+    )
     return [Path(f) for f in d["runs"][0]["files"]]
 
 
@@ -28,7 +30,7 @@ def _copy(files, dest: Path) -> list[Path]:
 def _records(path) -> list[bytes]:
     with gzip.open(path, "rb") as fh:
         lines = fh.read().splitlines(keepends=True)
-    return [b"".join(lines[i:i + 4]) for i in range(0, len(lines), 4)]
+    return [b"".join(lines[i : i + 4]) for i in range(0, len(lines), 4)]
 
 
 @pytest.mark.parametrize("over", [False, True])

@@ -8,6 +8,7 @@ a second build on a finished tree runs nothing.
 Luigi reads ``luigi.cfg`` from the current directory: the tests run from the project root so that
 its ``[resources]`` (cpu = 2, download = 2) apply.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,16 +21,14 @@ from pathlib import Path
 
 import luigi
 import pytest
-from luigi.execution_summary import LuigiStatusCode, _summary_dict
-
-from pipeline.paths import BATCH_STAGES, CLEANUP, DOWNLOAD, INDEX, QUANT, SPECIES, SPLIT, SpeciesPaths
-from pipeline.tasks import (BatchCleanup, BatchDownload, BatchQuant, BuildIndex, MultiSpecies, Species,
-                            SplitMetadata)
-from pipeline.testing import simulate
-from pipeline.testing.fileserver import FileServer
-
 from conftest import need_tool
 from helpers import ROOT, files_under, tree_snapshot, write_species
+from luigi.execution_summary import LuigiStatusCode, _summary_dict
+
+from pipeline.paths import BATCH_STAGES, INDEX, SPECIES, SPLIT, SpeciesPaths
+from pipeline.tasks import BatchCleanup, BatchDownload, BatchQuant, BuildIndex, MultiSpecies, Species, SplitMetadata
+from pipeline.testing import simulate
+from pipeline.testing.fileserver import FileServer
 
 NAME = "Simulata_wiring"
 RUNS = [f"DRR00010{i}" for i in range(1, 5)]
@@ -52,8 +51,9 @@ def kallisto_bin():
 def sim(tmp_path_factory):
     """Four paired runs of 2,000 pairs in ENA's archive layout, with their ENA-style metadata."""
     root = tmp_path_factory.mktemp("sim_tasks")
-    ds = simulate.make_species_dataset(root, NAME, RUNS, "PAIRED", reads_per_run=READS, read_len=50,
-                                       n_transcripts=N_TRANSCRIPTS, seed=11)
+    ds = simulate.make_species_dataset(
+        root, NAME, RUNS, "PAIRED", reads_per_run=READS, read_len=50, n_transcripts=N_TRANSCRIPTS, seed=11
+    )
     return {"archive": root / "archive", **ds}
 
 
@@ -205,8 +205,10 @@ def test_requires_follow_prefetch(tmp_path, sim):
 
     # the rest of the chain, the same for any prefetch
     for args in (p0, p1):
-        assert BatchQuant(batch=2, **args).requires() == {"download": BatchDownload(batch=2, **args),
-                                                          "index": BuildIndex(**args)}
+        assert BatchQuant(batch=2, **args).requires() == {
+            "download": BatchDownload(batch=2, **args),
+            "index": BuildIndex(**args),
+        }
         assert BatchCleanup(batch=2, **args).requires() == BatchQuant(batch=2, **args)
         assert Species(**args).requires() == SplitMetadata(**args)
         # Species' dynamic dependencies are the index and every planned batch's cleanup
@@ -231,8 +233,9 @@ def test_prefetch_bounds_batches_in_flight_with_two_workers(tmp_path, sim, kalli
     assert len(t) == 3 + 3 * 4, sorted(t)
     for n in range(prefetch + 1, 4):
         earlier = n - prefetch - 1
-        assert t[f"cleanup_{earlier}"]["finished_at"] <= t[f"download_{n}"]["started_at"], \
+        assert t[f"cleanup_{earlier}"]["finished_at"] <= t[f"download_{n}"]["started_at"], (
             f"batch {n} started downloading before batch {earlier} was cleaned up (prefetch {prefetch})"
+        )
     assert files_under(paths.fastq) == set()
 
 
@@ -258,9 +261,15 @@ def test_failed_runs_fail_the_build_not_the_other_runs(tmp_path, sim, kallisto_b
 
     out = tmp_path / "out"
     with FileServer(archive) as server:
-        # ena only: the .sra fallback would go to the real AWS copy of these (made-up) runs
-        _config(tmp_path / "cfg", sim, server, metadata_file=meta, batch={"size": 2, "prefetch": 1},
-                download={"sources": ["ena"]})
+        # ena only: the .sra fallback would ask the real AWS Open Data bucket for these accessions
+        _config(
+            tmp_path / "cfg",
+            sim,
+            server,
+            metadata_file=meta,
+            batch={"size": 2, "prefetch": 1},
+            download={"sources": ["ena"]},
+        )
         ms = MultiSpecies(config_dir=str(tmp_path / "cfg"), output_dir=str(out))
         result = _build([ms])
         assert not result.scheduling_succeeded, result.summary_text
@@ -268,7 +277,9 @@ def test_failed_runs_fail_the_build_not_the_other_runs(tmp_path, sim, kallisto_b
         s = _summary_dict(result.worker)
         assert _families(s["failed"]) == {"Species"}, result.summary_text
         assert _families(s["upstream_failure"]) == {"MultiSpecies"}, result.summary_text
-        assert {"SplitMetadata", "BuildIndex", "BatchDownload", "BatchQuant", "BatchCleanup"} <= _families(s["completed"])
+        assert {"SplitMetadata", "BuildIndex", "BatchDownload", "BatchQuant", "BatchCleanup"} <= _families(
+            s["completed"]
+        )
 
         paths = SpeciesPaths(out, NAME)
         assert not paths.marker(SPECIES).exists()

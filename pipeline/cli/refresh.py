@@ -8,6 +8,7 @@ only by a complete new one). Then the species' plan and final markers are remove
 exactly its runs, runs not planned before go into new batches after them, and runs that already
 have their ``abundance.tsv`` are not fetched again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,4 +59,3 @@ def main(argv=None) -> int:
     if not done:
         print("no species matched")
     return 0
-

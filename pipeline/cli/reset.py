@@ -8,6 +8,7 @@ markers are removed (with the species' own marker), so the next `luigi ... Multi
 re-runs just those batches; inside them every run that already has its ``abundance.tsv`` is
 skipped, so only the failed runs are downloaded and quantified again.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@ Batches are counted by stage: cleaned (done), quantified, downloaded, and downlo
 batch without a download marker are on disk). The estimate of the time left is the pace of the
 last batches cleaned (up to 10) applied to the batches left.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,12 @@ def species_status(output_dir, species: str, now: float | None = None) -> dict:
         if b not in downloads and on_disk and layout.batch_file(b).is_file():
             names = {r["run"] for r in read_json(layout.batch_file(b))["runs"]}
             downloading += bool(names & on_disk)
-    failed = [{"run": r["run"], "batch": b, "stage": r.get("stage", ""), "reason": r.get("reason", "")}
-              for b in sorted(quants) for r in quants[b]["runs"] if r["status"] == "failed"]
+    failed = [
+        {"run": r["run"], "batch": b, "stage": r.get("stage", ""), "reason": r.get("reason", "")}
+        for b in sorted(quants)
+        for r in quants[b]["runs"]
+        if r["status"] == "failed"
+    ]
     ok = sum(1 for q in quants.values() for r in q["runs"] if r["status"] == "ok")
     done = sorted(c["finished_at"] for c in cleanups.values() if c.get("finished_at"))
     started = split.get("started_at")
@@ -74,14 +79,24 @@ def species_status(output_dir, species: str, now: float | None = None) -> dict:
     else:
         state = "planned"
     out.update(
-        state=state, runs=split["runs"], skipped=split.get("skipped", 0), batches=n,
-        batches_cleaned=len(cleanups), batches_quantified=len(quants), batches_downloaded=len(downloads),
-        batches_downloading=downloading, runs_quantified=ok, runs_failed=len(failed),
+        state=state,
+        runs=split["runs"],
+        skipped=split.get("skipped", 0),
+        batches=n,
+        batches_cleaned=len(cleanups),
+        batches_quantified=len(quants),
+        batches_downloaded=len(downloads),
+        batches_downloading=downloading,
+        runs_quantified=ok,
+        runs_failed=len(failed),
         runs_left=max(0, split["runs"] - ok - len(failed)),
         bytes_downloaded=sum(d.get("bytes", 0) for d in downloads.values()),
         bytes_on_disk=tree_bytes(layout.fastq) if layout.fastq.exists() else 0,
-        elapsed_s=None if started is None else (finished or now) - started, eta_s=eta,
-        failed=failed, failed_runs_file=str(layout.failed_runs), output=str(layout.root),
+        elapsed_s=None if started is None else (finished or now) - started,
+        eta_s=eta,
+        failed=failed,
+        failed_runs_file=str(layout.failed_runs),
+        output=str(layout.root),
     )
     return out
 
@@ -103,25 +118,38 @@ def format_status(st: dict, output_dir) -> str:
     lines = [f"{st['species']}: {st['state']}"]
     if st["state"] == "not started":
         return lines[0] + " (no plan yet: SplitMetadata has not run)"
-    lines.append(f"  runs     {st['runs_quantified']} of {st['runs']} quantified, {st['runs_failed']} failed, "
-                 f"{st['runs_left']} to go ({st['skipped']} not selected: work/metadata/skipped.tsv)")
-    lines.append(f"  batches  {st['batches_cleaned']} of {st['batches']} done; in flight: "
-                 f"{st['batches_quantified'] - st['batches_cleaned']} quantified, "
-                 f"{st['batches_downloaded'] - st['batches_quantified']} downloaded, "
-                 f"{st['batches_downloading']} downloading")
-    lines.append(f"  disk     {human(st['bytes_downloaded'])} downloaded so far; "
-                 f"{human(st['bytes_on_disk'])} of reads on disk now")
+    lines.append(
+        f"  runs     {st['runs_quantified']} of {st['runs']} quantified, {st['runs_failed']} failed, "
+        f"{st['runs_left']} to go ({st['skipped']} not selected: work/metadata/skipped.tsv)"
+    )
+    lines.append(
+        f"  batches  {st['batches_cleaned']} of {st['batches']} done; in flight: "
+        f"{st['batches_quantified'] - st['batches_cleaned']} quantified, "
+        f"{st['batches_downloaded'] - st['batches_quantified']} downloaded, "
+        f"{st['batches_downloading']} downloading"
+    )
+    lines.append(
+        f"  disk     {human(st['bytes_downloaded'])} downloaded so far; "
+        f"{human(st['bytes_on_disk'])} of reads on disk now"
+    )
     if st["state"] == "done":
         lines.append(f"  time     {_duration(st['elapsed_s'])} from planning to the merged tables")
     else:
-        pace = f"about {_duration(st['eta_s'])} left at the pace of the last batches" if st["eta_s"] else \
-            "time left: not known yet (fewer than 2 batches done)" if st["batches_cleaned"] < st["batches"] else ""
+        pace = (
+            f"about {_duration(st['eta_s'])} left at the pace of the last batches"
+            if st["eta_s"]
+            else "time left: not known yet (fewer than 2 batches done)"
+            if st["batches_cleaned"] < st["batches"]
+            else ""
+        )
         lines.append(f"  time     {_duration(st['elapsed_s'])} since planning" + (f"; {pace}" if pace else ""))
     for f in st["failed"][:SHOW_FAILED]:
         lines.append(f"  failed   {f['run']} (batch {f['batch']}, {f['stage'] or '?'}): {f['reason']}")
     if len(st["failed"]) > SHOW_FAILED:
-        lines.append(f"  ...      {len(st['failed']) - SHOW_FAILED} more; all are in {st['failed_runs_file']} "
-                     "when the species finishes")
+        lines.append(
+            f"  ...      {len(st['failed']) - SHOW_FAILED} more; all are in {st['failed_runs_file']} "
+            "when the species finishes"
+        )
     if st["failed"]:
         lines.append(f"  retry    python -m pipeline.retry {output_dir}  (then the same luigi command again)")
     return "\n".join(lines)
@@ -152,4 +180,3 @@ def main(argv=None) -> int:
     else:
         print("\n\n".join(format_status(st, a.output_dir) for st in figures))
     return 0
-

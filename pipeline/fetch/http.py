@@ -1,5 +1,6 @@
 """HTTP details shared by file transfers and the ENA portal client: who we say we are, which
 statuses are worth another attempt, ``Retry-After`` and ``Content-Range``, and reading a body."""
+
 from __future__ import annotations
 
 import email.utils
@@ -14,7 +15,6 @@ CHUNK = 1 << 20
 #: HTTP statuses worth another attempt (the server is busy or briefly broken).
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = "rnaseq-batch-pipeline/0.1"
-
 
 
 def retry_after(value: Optional[str]) -> Optional[float]:
@@ -38,7 +38,6 @@ def parse_content_range(value: Optional[str]):
     return int(m.group(1)), int(m.group(2)), total
 
 
-
 def read_blocks(resp, policy: RetryPolicy, at: int = 0) -> Iterator[bytes]:
     """Yield a response body's blocks as they arrive (so a ``.part`` grows as data comes). A
     silence of ``policy.stall_seconds`` or a dropped connection raises Retryable naming the byte."""
@@ -54,5 +53,3 @@ def read_blocks(resp, policy: RetryPolicy, at: int = 0) -> Iterator[bytes]:
             return
         done += len(block)
         yield block
-
-

@@ -1,5 +1,6 @@
 """When to try a transfer again: the retry policy, and the one back-off-or-give-up step that file
 transfers and ENA searches share."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,9 @@ class RetryPolicy:
         return base * (0.5 + random.random() / 2)
 
 
-def wait_or_give_up(policy: RetryPolicy, attempt: int, why: Retryable, log: RunLog, label: str,
-                    give_up: Callable[[str], Exception]) -> None:
+def wait_or_give_up(
+    policy: RetryPolicy, attempt: int, why: Retryable, log: RunLog, label: str, give_up: Callable[[str], Exception]
+) -> None:
     """After attempt ``attempt`` failed with ``why``: raise ``give_up(message)`` when it was the
     last one, else log and sleep the back-off (or the server's hint) before the next."""
     if attempt >= policy.attempts:
@@ -49,4 +51,3 @@ def wait_or_give_up(policy: RetryPolicy, attempt: int, why: Retryable, log: RunL
     wait = policy.delay(attempt, why.wait)
     log.write(f"{label}: attempt {attempt}: {why}; retrying in {wait:.1f} s")
     time.sleep(wait)
-

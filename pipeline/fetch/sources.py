@@ -9,6 +9,7 @@
 A source that fails leaves nothing behind: its partial files are removed before the next source
 is tried. The layout used later is decided from the files obtained, not from the metadata.
 """
+
 from __future__ import annotations
 
 import threading
@@ -60,8 +61,9 @@ def _fetch_ena(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> RunDownlo
         info = fetch(rf, out / name, setup.mirrors, setup.policy, log, setup.progress)
         names.append(name)
         total += info["bytes"]
-    return RunDownload(run=run.run, files=names, bytes=total, expected_reads=run.read_count,
-                       verified=all(f.md5 for f in run.files))
+    return RunDownload(
+        run=run.run, files=names, bytes=total, expected_reads=run.read_count, verified=all(f.md5 for f in run.files)
+    )
 
 
 def _fetch_sra(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> RunDownload:
@@ -83,13 +85,24 @@ def _fetch_sra_unlocked(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> 
     for i, url in enumerate(run.sra_urls):
         # ENA's sra_ftp comes first and is the only one the metadata gives a size and md5 for
         first_with_md5 = i == 0 and run.sra_md5 is not None
-        rf = RemoteFile(url=url, name=f"{run.run}.sra", md5=run.sra_md5 if first_with_md5 else None,
-                        bytes=run.sra_bytes if first_with_md5 else None)
+        rf = RemoteFile(
+            url=url,
+            name=f"{run.run}.sra",
+            md5=run.sra_md5 if first_with_md5 else None,
+            bytes=run.sra_bytes if first_with_md5 else None,
+        )
         dest = out / rf.name
         try:
             info = fetch(rf, dest, setup.mirrors, setup.policy, log, setup.progress)
-            paths = sra.sra_to_fastq(dest, out, run.run, threads=setup.threads, log=log,
-                                     compress=setup.tools.gzip_fastq, exe=setup.tools.fasterq_dump)
+            paths = sra.sra_to_fastq(
+                dest,
+                out,
+                run.run,
+                threads=setup.threads,
+                log=log,
+                compress=setup.tools.gzip_fastq,
+                exe=setup.tools.fasterq_dump,
+            )
         except (DownloadError, sra.SraError) as e:
             reasons.append(str(e))
             log.write(f"sra: {url}: {e}")
@@ -102,10 +115,13 @@ def _fetch_sra_unlocked(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> 
         dest.unlink(missing_ok=True)
         spots = count_fastq_records(paths[0])
         if run.read_count is not None and spots != run.read_count:
-            log.write(f"sra: fasterq-dump gave {spots} spots; the metadata says {run.read_count} "
-                      "(unpaired reads of a paired run are left out)")
-        return RunDownload(run=run.run, files=[p.name for p in paths], bytes=info["bytes"],
-                           expected_reads=spots, verified=True)
+            log.write(
+                f"sra: fasterq-dump gave {spots} spots; the metadata says {run.read_count} "
+                "(unpaired reads of a paired run are left out)"
+            )
+        return RunDownload(
+            run=run.run, files=[p.name for p in paths], bytes=info["bytes"], expected_reads=spots, verified=True
+        )
     raise DownloadError("; ".join(reasons))
 
 
@@ -159,8 +175,9 @@ def apply_max_bp(run: Run, res: RunDownload, run_dir, max_bp: Optional[int], log
     except cap.CapError as e:
         return _failed(res, f"max_bp: {e}", run_dir, log)
     if not kept["capped"] and res.expected_reads not in (None, kept["spots"]):
-        return _failed(res, f"{kept['spots']} spots in the files but the metadata says {res.expected_reads}",
-                       run_dir, log)
+        return _failed(
+            res, f"{kept['spots']} spots in the files but the metadata says {res.expected_reads}", run_dir, log
+        )
     res.expected_reads, res.verified = kept["spots"], True
     if kept["capped"]:
         res.capped_bases = kept["bases"]

@@ -7,6 +7,7 @@ itself, verified, then converts it in a private temp folder inside the run's fol
 they are gzipped (level 1) so that both routes leave the same files. ``docs/measurements.md``
 keeps what was measured of fasterq-dump 3.0.3 to choose this.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -89,8 +90,19 @@ def fasterq_dump_args(sra_path, outdir, tmpdir, threads: int = 1, exe: str = "fa
     threads = int(threads)
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
-    return [exe, "--split-3", "--skip-technical", "-O", os.path.abspath(outdir), "-t", os.path.abspath(tmpdir),
-            "-e", str(threads), "--force", os.path.abspath(sra_path)]
+    return [
+        exe,
+        "--split-3",
+        "--skip-technical",
+        "-O",
+        os.path.abspath(outdir),
+        "-t",
+        os.path.abspath(tmpdir),
+        "-e",
+        str(threads),
+        "--force",
+        os.path.abspath(sra_path),
+    ]
 
 
 def pick_outputs(names: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -174,8 +186,15 @@ def parse_version(text: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
-def sra_to_fastq(sra_path, dest_dir, run: str, threads: int = 1, log: Optional[RunLog] = None,
-                 compress: bool = True, exe: str = "fasterq-dump") -> list[Path]:
+def sra_to_fastq(
+    sra_path,
+    dest_dir,
+    run: str,
+    threads: int = 1,
+    log: Optional[RunLog] = None,
+    compress: bool = True,
+    exe: str = "fasterq-dump",
+) -> list[Path]:
     """Convert the local ``sra_path`` of ``run`` into FASTQ files in ``dest_dir``; return them, mate 1 first.
 
     Paired: ``RUN_1.fastq.gz`` + ``RUN_2.fastq.gz``; single: ``RUN.fastq.gz`` (``.fastq`` when
@@ -207,8 +226,7 @@ def sra_to_fastq(sra_path, dest_dir, run: str, threads: int = 1, log: Optional[R
         args = fasterq_dump_args(sra_path, out, tmp, threads=threads, exe=exe)
         log.write("$ " + " ".join(args))
         try:
-            proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, cwd=work,
-                                  env=_child_env(work))
+            proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, cwd=work, env=_child_env(work))
         except FileNotFoundError:
             raise SraError(f"{run}: {exe} not found: install sra-toolkit (or set [fasterq_dump] binary)") from None
         stdout = proc.stdout.decode(errors="replace")
@@ -217,8 +235,7 @@ def sra_to_fastq(sra_path, dest_dir, run: str, threads: int = 1, log: Optional[R
             if line.strip():
                 log.write(f"fasterq-dump: {line.rstrip()}")
         if proc.returncode != 0:
-            how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-                   else f"exited {proc.returncode}")
+            how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited {proc.returncode}"
             raise SraError(f"{run}: fasterq-dump {how} on {sra_path}: {stderr_tail(stderr)}")
         sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
         try:
@@ -226,8 +243,10 @@ def sra_to_fastq(sra_path, dest_dir, run: str, threads: int = 1, log: Optional[R
         except SraError as e:
             raise SraError(f"{run}: {sra_path}: {e}") from None
         for name in ignored:
-            log.write(f"fasterq-dump: {run}: ignoring {name} ({sizes[name]} bytes"
-                      f"{', unpaired reads' if name.endswith('.fastq') else ''})")
+            log.write(
+                f"fasterq-dump: {run}: ignoring {name} ({sizes[name]} bytes"
+                f"{', unpaired reads' if name.endswith('.fastq') else ''})"
+            )
         if len(chosen) == 2:
             finals = [f"{run}_1.fastq", f"{run}_2.fastq"]
         else:
@@ -245,10 +264,12 @@ def sra_to_fastq(sra_path, dest_dir, run: str, threads: int = 1, log: Optional[R
         for src, dst in zip(staged, paths):
             os.replace(src, dst)
         stats = parse_stats(stderr)
-        log.write(f"fasterq-dump: {run}: ok, {'paired' if len(paths) == 2 else 'single'}, "
-                  f"{stats.get('spots read', '?')} spots read, {stats.get('reads written', '?')} reads written, "
-                  f"{sum(p.stat().st_size for p in paths)} bytes in {', '.join(p.name for p in paths)}, "
-                  f"{time.monotonic() - t0:.2f} s")
+        log.write(
+            f"fasterq-dump: {run}: ok, {'paired' if len(paths) == 2 else 'single'}, "
+            f"{stats.get('spots read', '?')} spots read, {stats.get('reads written', '?')} reads written, "
+            f"{sum(p.stat().st_size for p in paths)} bytes in {', '.join(p.name for p in paths)}, "
+            f"{time.monotonic() - t0:.2f} s"
+        )
         return paths
     except SraError as e:
         log.write(f"fasterq-dump: {e}")

@@ -4,6 +4,7 @@ Every file is written to ``.NAME.part`` beside its final name and renamed only a
 md5 (when the metadata gives them) match. A failed verification deletes the partial file: a
 corrupt download never reaches a later step.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,7 +37,7 @@ def apply_mirrors(url: str, mirrors: dict) -> str:
     for prefix in mirrors:
         if url.startswith(prefix) and (best is None or len(prefix) > len(best)):
             best = prefix
-    return url if best is None else mirrors[best] + url[len(best):]
+    return url if best is None else mirrors[best] + url[len(best) :]
 
 
 def safe_name(name: str, fallback: str) -> str:
@@ -97,8 +98,11 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
                 cr = parse_content_range(resp.headers.get("Content-Range"))
                 if not cr or cr[0] != have or (rf.bytes is not None and cr[2] not in (None, rf.bytes)):
                     part.unlink()
-                    raise Retryable(f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
-                                    f"not starting at byte {have}; restarting", wait=0)
+                    raise Retryable(
+                        f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
+                        f"not starting at byte {have}; restarting",
+                        wait=0,
+                    )
             else:  # 200: the server sent the whole file, start over
                 mode, have = "wb", 0
         elif resp.status != 200:
@@ -130,8 +134,14 @@ def _fetch_local(path: Path, part: Path) -> None:
         shutil.copyfile(path, part)
 
 
-def fetch(rf: RemoteFile, dest: Path, mirrors: Optional[dict] = None, policy: Optional[RetryPolicy] = None,
-          log: Optional[RunLog] = None, progress: Optional[Callable[[int], None]] = None) -> dict:
+def fetch(
+    rf: RemoteFile,
+    dest: Path,
+    mirrors: Optional[dict] = None,
+    policy: Optional[RetryPolicy] = None,
+    log: Optional[RunLog] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> dict:
     """Fetch ``rf`` to ``dest`` (verified), resuming a ``.part`` left by an earlier attempt.
 
     Returns {"path", "bytes", "attempts", "url"}; raises DownloadError naming the URL and reason.

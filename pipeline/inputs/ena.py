@@ -8,6 +8,7 @@ retry policy as the downloads (429 and 5xx retried with capped exponential back-
 An existing answer is reused without any request unless ``refresh=True``: a pipeline that is
 restarted does not ask ENA again, and the run list stays the one the first attempt saw.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -58,10 +59,7 @@ class EnaError(Exception):
     """The ENA portal API could not give a usable run table. The message names the URL and why."""
 
 
-
-
-def search_url(query: str, base_url: str = DEFAULT_BASE_URL, fields: Sequence[str] = FIELDS,
-               limit: int = 0) -> str:
+def search_url(query: str, base_url: str = DEFAULT_BASE_URL, fields: Sequence[str] = FIELDS, limit: int = 0) -> str:
     """The portal API URL of a ``read_run`` search for ``query``, answered as TSV.
 
     ``limit=0`` asks for every matching run. Raises EnaError for an empty query, an empty or
@@ -119,8 +117,14 @@ def _check_table(path: Path, url: str, query: str) -> int:
 
 def _attempt(url: str, part: Path, policy: RetryPolicy, query: str) -> None:
     """One request, body streamed into ``part``. Raises Retryable or EnaError."""
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
-                                               "Accept": "text/plain, text/tab-separated-values, */*"})
+    req = urllib.request.Request(
+        url,
+        headers={
+            "User-Agent": USER_AGENT,
+            "Accept-Encoding": "identity",
+            "Accept": "text/plain, text/tab-separated-values, */*",
+        },
+    )
     try:
         resp = urllib.request.urlopen(req, timeout=policy.stall_seconds)
     except urllib.error.HTTPError as e:
@@ -148,9 +152,15 @@ def _attempt(url: str, part: Path, policy: RetryPolicy, query: str) -> None:
             raise Retryable(f"short read: {got} of {int(expected)} bytes")
 
 
-def fetch_search(query: str, dest, base_url: str = DEFAULT_BASE_URL, policy: Optional[RetryPolicy] = None,
-                 log: Optional[RunLog] = None, refresh: bool = False,
-                 fields: Sequence[str] = FIELDS) -> dict:
+def fetch_search(
+    query: str,
+    dest,
+    base_url: str = DEFAULT_BASE_URL,
+    policy: Optional[RetryPolicy] = None,
+    log: Optional[RunLog] = None,
+    refresh: bool = False,
+    fields: Sequence[str] = FIELDS,
+) -> dict:
     """Save the ENA ``read_run`` search for ``query`` as a TSV at ``dest`` (atomically).
 
     If ``dest`` exists and ``refresh`` is false, no request is made and the file is reused.
@@ -168,11 +178,11 @@ def fetch_search(query: str, dest, base_url: str = DEFAULT_BASE_URL, policy: Opt
         try:
             runs = _check_table(dest, str(dest), query)
         except EnaError as e:
-            raise EnaError(f"existing metadata file {dest} is not usable ({e}); "
-                           "delete it or fetch again with refresh") from None
+            raise EnaError(
+                f"existing metadata file {dest} is not usable ({e}); delete it or fetch again with refresh"
+            ) from None
         log.write(f"{dest.name}: reusing the saved ENA answer ({runs} runs)")
-        return {"path": str(dest), "runs": runs, "url": url, "reused": True,
-                "seconds": round(time.monotonic() - t0, 3)}
+        return {"path": str(dest), "runs": runs, "url": url, "reused": True, "seconds": round(time.monotonic() - t0, 3)}
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     attempt = 0
@@ -192,5 +202,4 @@ def fetch_search(query: str, dest, base_url: str = DEFAULT_BASE_URL, policy: Opt
             log.write(f"ENA search: {e}")
         raise
     log.write(f"{dest.name}: {runs} runs from {url} (attempt {attempt})")
-    return {"path": str(dest), "runs": runs, "url": url, "reused": False,
-            "seconds": round(time.monotonic() - t0, 3)}
+    return {"path": str(dest), "runs": runs, "url": url, "reused": False, "seconds": round(time.monotonic() - t0, 3)}

@@ -27,6 +27,7 @@ Every run's ``.sra`` candidates end with the AWS Open Data copy (:data:`~pipelin
 (when those columns exist). Errors raise :class:`~pipeline.model.InputError` naming the file,
 row, run and column.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,8 +66,6 @@ def _clean(value: Optional[str]) -> Optional[str]:
     if value is None or _missing(value):
         return None
     return value.strip()
-
-
 
 
 def _layout(value: Optional[str]) -> str:
@@ -159,8 +158,9 @@ def _md5_of(row: _Row, raw: Optional[str], column: str):
     if not value:
         return None
     if not MD5_RE.fullmatch(value):
-        raise InputError(f"{row.where(column)}: malformed md5 {value!r} for run {row.run} "
-                         "(expected 32 hexadecimal digits)")
+        raise InputError(
+            f"{row.where(column)}: malformed md5 {value!r} for run {row.run} (expected 32 hexadecimal digits)"
+        )
     return value.lower()
 
 
@@ -173,8 +173,7 @@ def _parse_ena(row: _Row) -> Run:
         values = _split_list(row.get(column))
         if values and len(values) != n:
             raise InputError(
-                f"{row.where(column)}: lists {len(values)} value(s) but fastq_ftp lists {n} "
-                f"file(s) for run {run}"
+                f"{row.where(column)}: lists {len(values)} value(s) but fastq_ftp lists {n} file(s) for run {run}"
             )
         lists[column] = values or [""] * n
     files = []
@@ -186,7 +185,9 @@ def _parse_ena(row: _Row) -> Run:
         if not chosen:
             log.warning(
                 "%s: cannot tell the mates apart among %s; run %s will use its .sra file",
-                row.where("fastq_ftp"), ", ".join(url_basename(u) for u in urls), run,
+                row.where("fastq_ftp"),
+                ", ".join(url_basename(u) for u in urls),
+                run,
             )
         for i in chosen:
             name = url_basename(urls[i])
@@ -249,9 +250,7 @@ def _parse_integrate(row: _Row) -> tuple[Run, list[tuple[str, Path]]]:
         if not name:
             raise InputError(f"{row.where(column)}: no file name in {value!r}")
         if files and files[0].name == name:
-            raise InputError(
-                f"{row.where(column)}: read1_path and read2_path have the same file name {name!r}"
-            )
+            raise InputError(f"{row.where(column)}: read1_path and read2_path have the same file name {name!r}")
         files.append(RemoteFile(url=url, name=name))
         if local is not None:
             to_check.append((column, local))

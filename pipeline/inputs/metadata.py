@@ -21,6 +21,7 @@ in file order and a ``(run, reason)`` pair for every row that was not selected. 
 dropped silently: bad input raises :class:`~pipeline.model.InputError` naming the file, run,
 column or value.
 """
+
 from __future__ import annotations
 
 import csv
@@ -50,8 +51,16 @@ from .selection import SELECTION_KEYS, check_selection
 
 __all__ = [
     "ODP_URL",
-    "SELECTION_COLUMNS", "SELECTION_KEYS", "Table", "detect_format", "load_runs", "normalise_url",
-    "pick_mates", "read_table", "write_runs_tsv", "write_skipped_tsv",
+    "SELECTION_COLUMNS",
+    "SELECTION_KEYS",
+    "Table",
+    "detect_format",
+    "load_runs",
+    "normalise_url",
+    "pick_mates",
+    "read_table",
+    "write_runs_tsv",
+    "write_skipped_tsv",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,20 +169,21 @@ def read_table(path) -> Table:
             reader = csv.reader(lines(fh), delimiter=sep, quotechar='"')
             for cells in reader:
                 if at_eof:
-                    raise InputError(f"cannot read metadata table {path}: the quoted field "
-                                     f"starting on line {line} is never closed")
+                    raise InputError(
+                        f"cannot read metadata table {path}: the quoted field starting on line {line} is never closed"
+                    )
                 if columns is None:
                     if any(c.strip() for c in cells):
                         columns = _header(cells, path, line)
                 elif not all(_missing(c) for c in cells):
-                    extra = cells[len(columns):]
+                    extra = cells[len(columns) :]
                     if any(c.strip() for c in extra):
                         raise InputError(
                             f"cannot read metadata table {path}: line {line} has {len(cells)} "
                             f"fields but the header has {len(columns)} (quote a value that "
                             f"holds the separator)"
                         )
-                    cells = cells[:len(columns)] + [""] * (len(columns) - len(cells))
+                    cells = cells[: len(columns)] + [""] * (len(columns) - len(cells))
                     rows.append(dict(zip(columns, cells)))
                 line = reader.line_num + 1
     except csv.Error as exc:
@@ -240,7 +250,10 @@ def load_runs(path, selection: dict | None = None) -> tuple[list[Run], list[tupl
         elif key in sel:
             log.warning(
                 "%s (%s format) has none of the columns %s: selection %s is not applied",
-                path, fmt, ", ".join(candidates), key,
+                path,
+                fmt,
+                ", ".join(candidates),
+                key,
             )
 
     entries: list[_Entry] = []
@@ -325,9 +338,7 @@ def write_runs_tsv(runs: Iterable[Run], path) -> None:
         ]
         for r in runs
     )
-    _write_tsv_atomic(
-        path, ["run", "layout", "read_count", "base_count", "n_files", "fastq_bytes", "urls"], rows
-    )
+    _write_tsv_atomic(path, ["run", "layout", "read_count", "base_count", "n_files", "fastq_bytes", "urls"], rows)
 
 
 def write_skipped_tsv(skipped: Iterable[tuple[str, str]], path) -> None:

@@ -3,6 +3,7 @@
 Each check is written once here; the species config reports its problems under the YAML key, and
 :func:`check_selection` under the selection key, with the same words.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -14,8 +15,7 @@ SELECTION_KEYS = ("library_strategy", "library_source", "layout", "exclude_runs"
 
 def _strings(v: Any) -> Optional[str]:
     values = [v] if isinstance(v, str) else v
-    if not isinstance(values, (list, tuple)) or not values or not all(isinstance(x, str) and x.strip()
-                                                                    for x in values):
+    if not isinstance(values, (list, tuple)) or not values or not all(isinstance(x, str) and x.strip() for x in values):
         return f"must be a string or a list of strings, got {excerpt(v)}"
     return None
 
@@ -63,9 +63,7 @@ def check_selection(selection: Optional[dict]) -> dict:
         raise InputError(f"selection must be a mapping, got {type(selection).__name__}")
     unknown = sorted(str(k) for k in selection if k not in SELECTION_KEYS)
     if unknown:
-        raise InputError(
-            f"unknown selection key(s) {', '.join(unknown)}: known keys are {', '.join(SELECTION_KEYS)}"
-        )
+        raise InputError(f"unknown selection key(s) {', '.join(unknown)}: known keys are {', '.join(SELECTION_KEYS)}")
     out: dict = {}
     for key, v in selection.items():
         if v is None or (v == [] and key != "max_runs"):

@@ -3,6 +3,7 @@
 Every key is declared in ``SCHEMA``; an unknown key (a typo such as ``sise``), a wrong type or
 an out-of-range value is an error that names the file and the key.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,6 +30,7 @@ def _int_min(lo):
             return f"must be an integer, got {excerpt(v)}"
         if v < lo:
             return f"must be >= {lo}, got {v}"
+
     return check
 
 
@@ -62,6 +64,7 @@ def _size(lo):
             return str(e)
         if n < lo:
             return f"must be at least {lo} byte(s), got {excerpt(v)}"
+
     return check
 
 
@@ -144,8 +147,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -199,8 +201,10 @@ def load_species_config(path) -> SpeciesConfig:
         what = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"{where}: not valid YAML{at}: {what}") from None
     if doc is None:
-        raise ConfigError(f"{where}: the file is empty (a species config needs at least 'species', "
-                          "'reference.transcriptome' and 'metadata')")
+        raise ConfigError(
+            f"{where}: the file is empty (a species config needs at least 'species', "
+            "'reference.transcriptome' and 'metadata')"
+        )
     errors: list[str] = []
     v = _validate(doc, SCHEMA, where, errors)
     if not isinstance(doc, dict):
@@ -224,8 +228,9 @@ def load_species_config(path) -> SpeciesConfig:
     if not isinstance(v["metadata"]["file"] or "", str):
         pass  # already reported
     elif (v["metadata"]["file"] is None) == (v["metadata"]["query"] is None):
-        errors.append(f"{where}: give exactly one of 'metadata.file' (a local table) and 'metadata.query' "
-                      "(an ENA portal search)")
+        errors.append(
+            f"{where}: give exactly one of 'metadata.file' (a local table) and 'metadata.query' (an ENA portal search)"
+        )
     elif v["metadata"]["file"] is not None:
         mfile = (base / v["metadata"]["file"]).resolve()
         if mfile.exists() and not mfile.is_file():
@@ -289,8 +294,10 @@ def load_all(config_dir, cpu_cap: Optional[int] = None) -> list[SpeciesConfig]:
             continue
         seen[c.species] = p.resolve()
         if cpu_cap is not None and c.threads > cpu_cap:
-            errors.append(f"{c.path}: key 'quant.threads' is {c.threads} but luigi.cfg [resources] cpu allows "
-                          f"{cpu_cap}: lower quant.threads or raise [resources] cpu")
+            errors.append(
+                f"{c.path}: key 'quant.threads' is {c.threads} but luigi.cfg [resources] cpu allows "
+                f"{cpu_cap}: lower quant.threads or raise [resources] cpu"
+            )
             continue
         configs.append(c)
     if errors:

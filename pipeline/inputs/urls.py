@@ -1,5 +1,6 @@
 """URLs and file names of a run's reads as metadata tables give them: turned into absolute URLs
 the fetchers understand (:func:`normalise_url`), and paired into mates (:func:`pick_mates`)."""
+
 from __future__ import annotations
 
 import posixpath
@@ -19,10 +20,7 @@ EBI_FASP_HOSTS = frozenset({"fasp.sra.ebi.ac.uk"})
 
 SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _HOST_COLON_PATH_RE = re.compile(r"^([A-Za-z0-9.-]+):(/.*)$")
-_MATE_RE = re.compile(
-    r"[._]R?([12])(?:_001)?\.(?:fastq|fq)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE
-)
-
+_MATE_RE = re.compile(r"[._]R?([12])(?:_001)?\.(?:fastq|fq)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE)
 
 
 def normalise_url(u: str) -> str:
@@ -45,7 +43,7 @@ def normalise_url(u: str) -> str:
     m = SCHEME_RE.match(s)
     if m:
         scheme = m.group(1).lower()
-        rest = s[m.end():]
+        rest = s[m.end() :]
         if scheme in ("http", "https", "file"):
             return f"{scheme}://{rest}"
         if scheme == "ftp":

@@ -6,17 +6,23 @@ settings always give the same batches, and a resumed pipeline finds its batch fi
 When the ``.sra`` route is one of the sources, a batch also keeps room for one conversion
 (:func:`~pipeline.plan.sizes.sra_excess`); a batch's conversions take turns, so one is enough.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from ..files import atomic_write_json, read_json
 from ..model import Run
 from .sizes import DEFAULT_BYTES_PER_BASE, expected_bytes, run_cost, sra_excess
 
 
-def make_batches(runs: list[Run], size: Optional[int] = None, max_bytes: Optional[int] = None,
-                 bytes_per_base: float = DEFAULT_BYTES_PER_BASE, sra_route: bool = False) -> list[list[Run]]:
+def make_batches(
+    runs: list[Run],
+    size: Optional[int] = None,
+    max_bytes: Optional[int] = None,
+    bytes_per_base: float = DEFAULT_BYTES_PER_BASE,
+    sra_route: bool = False,
+) -> list[list[Run]]:
     """Consecutive groups of runs, in metadata order (so a re-run gives the same batches).
 
     A batch closes when adding the next run would make it hold more than ``size`` runs or more
@@ -38,7 +44,7 @@ def make_batches(runs: list[Run], size: Optional[int] = None, max_bytes: Optiona
         raise ValueError(f"batch max_bytes must be a whole number of bytes >= 1, got {max_bytes!r}")
     if max_bytes is None:
         assert size is not None
-        return [runs[i:i + size] for i in range(0, len(runs), size)]
+        return [runs[i : i + size] for i in range(0, len(runs), size)]
 
     out: list[list[Run]] = []
     current: list[Run] = []
@@ -65,8 +71,9 @@ def make_batches(runs: list[Run], size: Optional[int] = None, max_bytes: Optiona
     return out
 
 
-def oversized_runs(runs: Iterable[Run], max_bytes: int, bytes_per_base: float = DEFAULT_BYTES_PER_BASE,
-                   sra_route: bool = False) -> list[tuple[Run, int]]:
+def oversized_runs(
+    runs: Iterable[Run], max_bytes: int, bytes_per_base: float = DEFAULT_BYTES_PER_BASE, sra_route: bool = False
+) -> list[tuple[Run, int]]:
     """``(run, bytes)`` for every run expected to be larger than ``max_bytes`` alone
     (:func:`run_cost`: with ``sra_route``, a conversion's peak counts).
 
@@ -81,8 +88,9 @@ def oversized_runs(runs: Iterable[Run], max_bytes: int, bytes_per_base: float = 
     return out
 
 
-def unknown_size_runs(runs: Iterable[Run], bytes_per_base: float = DEFAULT_BYTES_PER_BASE,
-                      sra_route: bool = False) -> list[Run]:
+def unknown_size_runs(
+    runs: Iterable[Run], bytes_per_base: float = DEFAULT_BYTES_PER_BASE, sra_route: bool = False
+) -> list[Run]:
     """Runs whose size nothing in the metadata tells (no fastq_bytes, base_count or sra_bytes;
     with ``sra_route``, also no base_count or sra_bytes to size a conversion by)."""
     return [r for r in runs if run_cost(r, sra_route, bytes_per_base) is None]
@@ -110,22 +118,29 @@ def write_batch(path, batch: int, runs: list[Run], bytes_per_base: float = DEFAU
     sizes summed), ``unknown_size`` (runs without any size) and ``sra_room`` (:func:`sra_room`).
     :func:`read_batch` needs ``runs`` only, so files written before these fields existed still read."""
     total, unknown = batch_bytes(runs, bytes_per_base)
-    atomic_write_json(path, {"batch": batch, "expected_bytes": total, "unknown_size": unknown,
-                             "sra_room": sra_room(runs, bytes_per_base), "runs": [r.to_dict() for r in runs]})
+    atomic_write_json(
+        path,
+        {
+            "batch": batch,
+            "expected_bytes": total,
+            "unknown_size": unknown,
+            "sra_room": sra_room(runs, bytes_per_base),
+            "runs": [r.to_dict() for r in runs],
+        },
+    )
 
 
 def read_batch(path) -> list[Run]:
     return [Run.from_dict(d) for d in read_json(path)["runs"]]
 
 
-def extend_plan(kept: list[list[Run]], runs: list[Run], size: Optional[int] = None,
-                max_bytes: Optional[int] = None, bytes_per_base: float = DEFAULT_BYTES_PER_BASE,
-                sra_route: bool = False) -> list[list[Run]]:
+def extend_plan(kept: list[list[Run]], runs: list[Run], **packing: Any) -> list[list[Run]]:
     """Re-plan after the metadata changed, without moving any run of a batch already started.
 
     ``kept`` are the batches to keep as they are (a prefix of the old plan); the runs of ``runs``
-    that are in none of them are packed into new batches after them, in metadata order.
+    that are in none of them are packed into new batches after them, in metadata order, by
+    :func:`make_batches` with the ``packing`` keywords (``size``, ``max_bytes``, ``sra_route``).
     """
     planned = {r.run for batch in kept for r in batch}
     rest = [r for r in runs if r.run not in planned]
-    return list(kept) + (make_batches(rest, size, max_bytes, bytes_per_base, sra_route) if rest else [])
+    return list(kept) + (make_batches(rest, **packing) if rest else [])

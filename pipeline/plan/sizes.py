@@ -4,6 +4,7 @@
 ``.sra`` conversion holds beyond that. The factors below are upper estimates, chosen from real ENA
 rows and real fasterq-dump output; ``docs/measurements.md`` keeps the figures behind them.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,6 @@ def expected_bytes(run: Run, bytes_per_base: float = DEFAULT_BYTES_PER_BASE) -> 
     if run.sra_bytes is not None:
         return run.sra_bytes
     return None
-
 
 
 def fastq_text_bytes(run: Run) -> Optional[int]:
@@ -133,7 +133,6 @@ def parse_size(text) -> int:
     return int(number) * factor
 
 
-
 _HUMAN_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
@@ -150,5 +149,3 @@ def human(n) -> str:
         if value < 1024.0 or unit == _HUMAN_UNITS[-1]:
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")
-
-

@@ -11,6 +11,7 @@ Two ways of saying how much room there is:
 :func:`check_space` raises :class:`DiskSpaceError` when ``need + min_free`` does not fit;
 :func:`wait_for_space` polls until it does (another batch's cleanup may free room) or times out.
 """
+
 from __future__ import annotations
 
 import os
@@ -94,8 +95,9 @@ def _measure(path, limit: Optional[int], used_root) -> tuple[int, str]:
     root = used_root if used_root is not None else path
     used = tree_bytes(root)
     avail = max(0, min(free, limit - used))
-    return avail, (f" (disk_limit {human(limit)} with {human(used)} already used under {root}; "
-                   f"{human(free)} free on the disk)")
+    return avail, (
+        f" (disk_limit {human(limit)} with {human(used)} already used under {root}; {human(free)} free on the disk)"
+    )
 
 
 def available_bytes(path, limit: Optional[int] = None, used_root=None) -> int:
@@ -108,8 +110,9 @@ def available_bytes(path, limit: Optional[int] = None, used_root=None) -> int:
     return _measure(path, limit, used_root)[0]
 
 
-def check_space(path, need: int, min_free: int = 0, *, limit: Optional[int] = None, used_root=None,
-                what: str = "batch") -> int:
+def check_space(
+    path, need: int, min_free: int = 0, *, limit: Optional[int] = None, used_root=None, what: str = "batch"
+) -> int:
     """Raise DiskSpaceError unless ``need`` bytes plus a ``min_free`` margin fit under ``path``.
 
     Room is :func:`available_bytes` (``limit``/``used_root`` as there). Returns the room found. The
@@ -123,7 +126,10 @@ def check_space(path, need: int, min_free: int = 0, *, limit: Optional[int] = No
         raise DiskSpaceError(
             f"{what} needs {human(need)} (+ {human(min_free)} margin) under {path} "
             f"but only {human(avail)} is free{detail}",
-            path=path, need=need, min_free=min_free, available=avail,
+            path=path,
+            need=need,
+            min_free=min_free,
+            available=avail,
         )
     return avail
 
@@ -140,10 +146,21 @@ def _logger(log) -> Callable[[str], None]:
     raise TypeError(f"log must be a callable, a RunLog or a logger, got {type(log).__name__}")
 
 
-def wait_for_space(path, need: int, min_free: int = 0, timeout_s: float = 0, poll_s: float = 10,
-                   log=None, *, limit: Optional[int] = None, used_root=None, what: str = "batch",
-                   log_every_s: float = 60.0, sleep: Callable[[float], None] = time.sleep,
-                   clock: Callable[[], float] = time.monotonic) -> int:
+def wait_for_space(
+    path,
+    need: int,
+    min_free: int = 0,
+    timeout_s: float = 0,
+    poll_s: float = 10,
+    log=None,
+    *,
+    limit: Optional[int] = None,
+    used_root=None,
+    what: str = "batch",
+    log_every_s: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
     """Poll :func:`check_space` every ``poll_s`` s until it passes; return the room found.
 
     Gives up with DiskSpaceError after ``timeout_s`` (0: check once), and at once when waiting
@@ -159,7 +176,10 @@ def wait_for_space(path, need: int, min_free: int = 0, timeout_s: float = 0, pol
             f"{what} needs {human(need)} (+ {human(min_free)} margin) under {path}, more than the "
             f"{kind} of {human(ceiling)}: it can never fit; raise the limit or make batches smaller "
             "(batch.max_bytes / batch.size)",
-            path=path, need=need, min_free=min_free, available=0,
+            path=path,
+            need=need,
+            min_free=min_free,
+            available=0,
         )
     say = _logger(log)
     start = clock()
@@ -171,8 +191,13 @@ def wait_for_space(path, need: int, min_free: int = 0, timeout_s: float = 0, pol
             waited = clock() - start
             if waited >= timeout_s:
                 if timeout_s > 0:
-                    raise DiskSpaceError(f"{e}; gave up after waiting {waited:.0f} s", path=e.path,
-                                         need=e.need, min_free=e.min_free, available=e.available) from None
+                    raise DiskSpaceError(
+                        f"{e}; gave up after waiting {waited:.0f} s",
+                        path=e.path,
+                        need=e.need,
+                        min_free=e.min_free,
+                        available=e.available,
+                    ) from None
                 raise
             if last_said is None or clock() - last_said >= log_every_s:
                 say(f"waiting for disk space (up to {timeout_s:.0f} s): {e}")

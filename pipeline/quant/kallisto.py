@@ -1,4 +1,5 @@
 """kallisto behind one module: argument lists are built by pure functions, then run."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,16 @@ def index_args(fasta, index_path, exe: str = "kallisto", kmer: Optional[int] = N
     return args + [str(fasta)]
 
 
-def quant_args(index, outdir, fastqs: Sequence, threads: int = 1, single: bool = False,
-               fragment_length: Optional[float] = None, fragment_sd: Optional[float] = None,
-               exe: str = "kallisto") -> list[str]:
+def quant_args(
+    index,
+    outdir,
+    fastqs: Sequence,
+    threads: int = 1,
+    single: bool = False,
+    fragment_length: Optional[float] = None,
+    fragment_sd: Optional[float] = None,
+    exe: str = "kallisto",
+) -> list[str]:
     """``kallisto quant`` for one run: two FASTQs paired, one FASTQ ``--single -l -s``."""
     fastqs = [str(f) for f in fastqs]
     args = [exe, "quant", "-i", str(index), "-o", str(outdir), "-t", str(int(threads))]

@@ -7,6 +7,7 @@ the block (``block`` runs x transcripts x 3 measures), not by the number of runs
 Plain Python, no pandas (importing it costs most of a second per Luigi process): kallisto's values
 are passed through as the text it wrote, never parsed as floats and formatted again.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -45,7 +46,7 @@ def read_abundance(path) -> tuple[list[str], dict[str, list[str]]]:
     while end > start and data[end - 1] == 10:  # trailing newlines (found, so the body is copied once)
         end -= 1
     eol = data.find(b"\n", start, end)
-    header, body = (data[start:end], b"") if eol < 0 else (data[start:eol], data[eol + 1:end])
+    header, body = (data[start:end], b"") if eol < 0 else (data[start:eol], data[eol + 1 : end])
     del data
     try:
         names = header.decode("utf-8").split("\t")
@@ -64,17 +65,17 @@ def read_abundance(path) -> tuple[list[str], dict[str, list[str]]]:
     except ValueError as e:  # UnicodeDecodeError included
         raise ValueError(f"{path}: malformed abundance.tsv: {e}") from None
     del body
-    return (fields[names.index("target_id")::width],
-            {m: fields[names.index(m)::width] for m in MEASURES})
+    return (fields[names.index("target_id") :: width], {m: fields[names.index(m) :: width] for m in MEASURES})
 
 
 def _pack(values: list[str]) -> list[str]:
     """``values`` as "\n"-joined strings of ROWS values each."""
-    return ["\n".join(values[i:i + ROWS]) for i in range(0, len(values), ROWS)]
+    return ["\n".join(values[i : i + ROWS]) for i in range(0, len(values), ROWS)]
 
 
-def _write_part(path: Path, header: list[str], n_rows: int, target_ids: list[str] | None,
-                packed: list[list[str]], final: bool) -> None:
+def _write_part(
+    path: Path, header: list[str], n_rows: int, target_ids: list[str] | None, packed: list[list[str]], final: bool
+) -> None:
     """Write a header line, then ``n_rows`` rows: the target_id (when given) and one value per run.
     ``final``: the part is renamed into place as the table (one block), so it is synced to disk;
     parts that are pasted together and deleted are not."""
@@ -83,7 +84,7 @@ def _write_part(path: Path, header: list[str], n_rows: int, target_ids: list[str
         for k in range(0, -(-n_rows // ROWS)):
             columns = [col[k].split("\n") for col in packed]
             if target_ids is not None:
-                columns.insert(0, target_ids[k * ROWS:(k + 1) * ROWS])
+                columns.insert(0, target_ids[k * ROWS : (k + 1) * ROWS])
             out.write("\n".join(map("\t".join, zip(*columns))))
             out.write("\n")
         if final:
@@ -120,8 +121,9 @@ def _qc_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra: dict | None = None,
-                  block: int = BLOCK) -> dict:
+def merge_species(
+    species: str, quant_dir, runs: list[str], merged_dir, qc_extra: dict | None = None, block: int = BLOCK
+) -> dict:
     """Write ``{species}_{est_counts,tpm,eff_length}.tsv`` and ``{species}_qc.tsv`` into ``merged_dir``.
 
     ``runs`` gives the column order (metadata order); runs without an ``abundance.tsv`` are left
@@ -136,7 +138,7 @@ def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra
     one_block = len(present) <= block
     try:
         for start in range(0, max(len(present), 1), block):
-            chunk = present[start:start + block]
+            chunk = present[start : start + block]
             packed: dict[str, list[list[str]]] = {m: [] for m in MEASURES}
             for run in chunk:
                 f = quant_dir / run / "abundance.tsv"
@@ -144,17 +146,25 @@ def merge_species(species: str, quant_dir, runs: list[str], merged_dir, qc_extra
                 if target_ids is None:
                     target_ids = ids
                 elif ids != target_ids:
-                    raise ValueError(f"{f}: target_id list differs from the other runs of {species}; "
-                                     "were they quantified against different indexes?")
+                    raise ValueError(
+                        f"{f}: target_id list differs from the other runs of {species}; "
+                        "were they quantified against different indexes?"
+                    )
                 for m in MEASURES:
                     packed[m].append(_pack(cols[m]))
                 del ids, cols
                 info = kallisto.read_run_info(quant_dir / run)
                 extra = (qc_extra or {}).get(run, {})
-                qc_rows.append({"run": run, "layout": extra.get("layout", ""),
-                                "n_processed": info.get("n_processed"), "n_pseudoaligned": info.get("n_pseudoaligned"),
-                                "p_pseudoaligned": info.get("p_pseudoaligned"),
-                                **{k: v for k, v in extra.items() if k != "layout"}})
+                qc_rows.append(
+                    {
+                        "run": run,
+                        "layout": extra.get("layout", ""),
+                        "n_processed": info.get("n_processed"),
+                        "n_pseudoaligned": info.get("n_pseudoaligned"),
+                        "p_pseudoaligned": info.get("p_pseudoaligned"),
+                        **{k: v for k, v in extra.items() if k != "layout"},
+                    }
+                )
             ids = target_ids if target_ids is not None else []
             for m in MEASURES:
                 part = merged_dir / f".{species}_{m}.part{start // block:05d}"

@@ -1,4 +1,5 @@
 """Quantifying one run with kallisto, verified, written into place atomically; building the index."""
+
 from __future__ import annotations
 
 import time
@@ -37,9 +38,21 @@ def build_index(fasta, index_path, log_path, exe: str = "kallisto") -> dict:
     return {"index": str(index_path), "bytes": index_path.stat().st_size, "seconds": round(time.monotonic() - t0, 3)}
 
 
-def quantify_run(run: str, fastqs: list, index, quant_dir, *, threads: int, fragment_length: float,
-                 fragment_sd: float, expected_reads: Optional[int], verified: bool, log: RunLog,
-                 extra: Optional[dict] = None, exe: str = "kallisto") -> RunQuant:
+def quantify_run(
+    run: str,
+    fastqs: list,
+    index,
+    quant_dir,
+    *,
+    threads: int,
+    fragment_length: float,
+    fragment_sd: float,
+    expected_reads: Optional[int],
+    verified: bool,
+    log: RunLog,
+    extra: Optional[dict] = None,
+    exe: str = "kallisto",
+) -> RunQuant:
     """Quantify one run into ``quant_dir/RUN/``. Layout follows the files: 2 = paired, 1 = single.
 
     ``expected_reads`` (spots) from the metadata is compared with kallisto's ``n_processed``.
@@ -61,8 +74,16 @@ def quantify_run(run: str, fastqs: list, index, quant_dir, *, threads: int, frag
                 raise QuantError(f"expected 1 or 2 FASTQ files, got {len(fastqs)}")
             counting = None if verified else pool.submit(count_checked, fastqs)
             tmp.mkdir(parents=True)
-            args = kallisto.quant_args(index, tmp, fastqs, threads=threads, single=layout == SINGLE,
-                                       fragment_length=fragment_length, fragment_sd=fragment_sd, exe=exe)
+            args = kallisto.quant_args(
+                index,
+                tmp,
+                fastqs,
+                threads=threads,
+                single=layout == SINGLE,
+                fragment_length=fragment_length,
+                fragment_sd=fragment_sd,
+                exe=exe,
+            )
             log.write("quant: " + " ".join(args))
             rc = kallisto.run(args, tmp / "kallisto.log")
             try:
@@ -76,9 +97,12 @@ def quantify_run(run: str, fastqs: list, index, quant_dir, *, threads: int, frag
             except (QuantError, FastqError, ValueError, OSError):
                 _keep_tool_log(tmp, log)
                 raise
-            atomic_write_json(tmp / RUN_RECORD, {k: v for k, v in result.to_dict().items() if k != "status"} |
-                              {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads}
-                              | (extra or {}))
+            atomic_write_json(
+                tmp / RUN_RECORD,
+                {k: v for k, v in result.to_dict().items() if k != "status"}
+                | {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads}
+                | (extra or {}),
+            )
         result.status = "ok"
         log.write(f"quant: ok, n_processed={result.n_processed} p_pseudoaligned={result.p_pseudoaligned}")
     except (QuantError, FastqError, ValueError, OSError) as e:
@@ -98,8 +122,9 @@ def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: Run
     info = kallisto.read_run_info(tmp)
     n = int(info.get("n_processed", -1))
     if expected_reads is not None and n != int(expected_reads):
-        raise QuantError(f"kallisto processed {n} reads but the metadata says {expected_reads}: "
-                         "truncated or wrong input")
+        raise QuantError(
+            f"kallisto processed {n} reads but the metadata says {expected_reads}: truncated or wrong input"
+        )
     result.n_processed = n
     result.n_pseudoaligned = int(info.get("n_pseudoaligned", 0))
     result.p_pseudoaligned = float(info.get("p_pseudoaligned", 0.0))
@@ -109,4 +134,3 @@ def _keep_tool_log(tmp: Path, log: RunLog) -> None:
     """Copy the end of kallisto's log into the run's log before the temp folder goes."""
     if (tmp / "kallisto.log").exists():
         log.write("kallisto log:\n" + (tmp / "kallisto.log").read_text(errors="replace")[-4000:])
-

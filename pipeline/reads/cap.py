@@ -6,6 +6,7 @@ lockstep so pairs stay pairs. The capped files replace the originals atomically.
 the cap also checks it: mates of different lengths, a record that is not FASTQ or a truncated
 gzip raise CapError.
 """
+
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,5 @@
 """Reading FASTQ files to their end: counting spots, and checking that mates agree."""
+
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,5 @@
 """Samples the bytes under some folders in a thread, to find the peak (tests and benchmarks)."""
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ Used by the offline demo (to serve a directory as if it were the archive), by th
 How files are served (Range, status codes) and the fault keywords of :meth:`FileServer.set_fault`
 are described in :mod:`pipeline.fileserver_handler`, which holds the request handler.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ class FileServer:
     second (None or 0: unlimited); it may be changed at any time, also mid-transfer.
     """
 
-    def __init__(self, root, host: str = "127.0.0.1", port: int = 0,
-                 throttle_bps: Optional[float] = None, verbose: bool = False):
+    def __init__(
+        self, root, host: str = "127.0.0.1", port: int = 0, throttle_bps: Optional[float] = None, verbose: bool = False
+    ):
         self.root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(self.root):
             raise ValueError(f"FileServer root is not a directory: {root}")
@@ -77,9 +79,12 @@ class FileServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._stopping.clear()
         self._httpd = _Server((self.host, self._requested_port), _Handler, self, family)
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"FileServer:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"FileServer:{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -215,17 +220,18 @@ class FileServer:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.testing.fileserver",
-        description="Serve a directory over HTTP on loopback, with Range support.")
+        description="Serve a directory over HTTP on loopback, with Range support.",
+    )
     parser.add_argument("root", help="directory to serve")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
-    parser.add_argument("--throttle-bps", type=float, default=None,
-                        help="limit each response to N bytes per second")
+    parser.add_argument("--throttle-bps", type=float, default=None, help="limit each response to N bytes per second")
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     args = parser.parse_args(argv)
     try:
-        server = FileServer(args.root, host=args.host, port=args.port,
-                            throttle_bps=args.throttle_bps, verbose=args.verbose)
+        server = FileServer(
+            args.root, host=args.host, port=args.port, throttle_bps=args.throttle_bps, verbose=args.verbose
+        )
         server.start()
     except (ValueError, OSError) as e:
         print(f"fileserver: {e}", file=sys.stderr)

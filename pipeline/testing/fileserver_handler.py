@@ -37,6 +37,7 @@ query ignored):
 ``times`` counts every matching request, whether or not the fault changes its answer (e.g. an
 ``ignore_range`` fault is used up by a request without Range).
 """
+
 from __future__ import annotations
 
 import os
@@ -58,9 +59,22 @@ if TYPE_CHECKING:
 CHUNK = 64 * 1024
 
 _FAULT_KEYS = {
-    "times", "methods", "status", "retry_after", "headers", "body", "content_type",
-    "drop_after", "reset", "corrupt", "stall_after", "stall_seconds", "delay_seconds",
-    "ignore_range", "bad_content_range", "throttle_bps",
+    "times",
+    "methods",
+    "status",
+    "retry_after",
+    "headers",
+    "body",
+    "content_type",
+    "drop_after",
+    "reset",
+    "corrupt",
+    "stall_after",
+    "stall_seconds",
+    "delay_seconds",
+    "ignore_range",
+    "bad_content_range",
+    "throttle_bps",
 }
 
 
@@ -208,8 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             if reset:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.connection.close()
             else:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -218,8 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _simple(self, status: int, text: str, extra: List[Tuple[str, str]], head: bool):
         body = text.encode()
-        headers = [("Content-Type", "text/plain; charset=utf-8"),
-                   ("Content-Length", str(len(body)))] + extra
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))] + extra
         self._send_head(status, headers)
         if not head:
             self.wfile.write(body)
@@ -230,8 +242,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, head: bool):
         owner = self.server.owner
         path = _path_of(self.path)
-        self._entry = {"method": self.command, "path": path, "range": self.headers.get("Range"),
-                       "status": None, "bytes_sent": 0, "fault": False}
+        self._entry = {
+            "method": self.command,
+            "path": path,
+            "range": self.headers.get("Range"),
+            "status": None,
+            "bytes_sent": 0,
+            "fault": False,
+        }
         owner._begin(self._entry)
         try:
             self._respond(path, head)
@@ -304,8 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
                 base.append(("Last-Modified", last_modified))
             rng = None if spec.get("ignore_range") else parse_range(self.headers.get("Range"), total)
             if rng == (-1, -1):
-                self._send_head(416, base + [("Content-Range", f"bytes */{total}"),
-                                             ("Content-Length", "0")] + extra)
+                self._send_head(416, base + [("Content-Range", f"bytes */{total}"), ("Content-Length", "0")] + extra)
                 return
             if rng is None:
                 start, length, code = 0, total, 200
@@ -316,8 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
                     start = start + 1 if start < end or start == 0 else start - 1
                     end = max(end, start)
                 length, code = end - start + 1, 206
-                base += [("Content-Range", f"bytes {start}-{end}/{total}"),
-                         ("Content-Length", str(length))]
+                base += [("Content-Range", f"bytes {start}-{end}/{total}"), ("Content-Length", str(length))]
             self._send_head(code, base + extra)
             if head:
                 return
@@ -397,7 +413,7 @@ class _Source:
         data = self._read(offset, n)
         if self.flip is not None and offset <= self.flip < offset + len(data):
             i = self.flip - offset
-            data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+            data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
         return data
 
     def _read(self, offset: int, n: int) -> bytes:
@@ -413,7 +429,7 @@ class _BytesSource(_Source):
         self.total = len(data)
 
     def _read(self, offset: int, n: int) -> bytes:
-        return self.data[offset:offset + n]
+        return self.data[offset : offset + n]
 
 
 class _FileSource(_Source):

@@ -13,6 +13,7 @@ Layout of a species dataset (see :func:`make_species_dataset`)::
     {root}/{species}/.params.json          what the files were made from (for skipping)
     {root}/archive/vol1/fastq/DRR900/DRR900001/DRR900001_1.fastq.gz   ENA archive layout
 """
+
 from __future__ import annotations
 
 import gzip
@@ -90,7 +91,7 @@ def write_fasta_gz(records: Sequence, path: str, line_width: int = 60) -> None:
 
     def chunks():
         for name, seq in records:
-            lines = [seq[i:i + line_width] for i in range(0, len(seq), line_width)]
+            lines = [seq[i : i + line_width] for i in range(0, len(seq), line_width)]
             yield f">{name}\n" + "\n".join(lines) + "\n"
 
     _write_gz(path, chunks(), compresslevel=6)
@@ -193,8 +194,8 @@ def simulate_run(
                 # Fragment is seq[start:start+frag]; its reverse complement is
                 # rc[rstart:rstart+frag] with rstart = tlen - start - frag.
                 rstart = tlen - start - frag
-                fwd = seqs[t][start:start + read_len if read_len < frag else start + frag]
-                rev = rcs[t][rstart:rstart + read_len if read_len < frag else rstart + frag]
+                fwd = seqs[t][start : start + read_len if read_len < frag else start + frag]
+                rev = rcs[t][rstart : rstart + read_len if read_len < frag else rstart + frag]
                 if rand() < 0.5:
                     r1, r2 = fwd, rev
                 else:
@@ -250,7 +251,7 @@ def ena_fastq_dir(accession: str) -> str:
     digits = len(accession) - 3
     if digits <= 6:
         return f"vol1/fastq/{accession[:6]}/{accession}"
-    tail = accession[-(digits - 6):].rjust(3, "0")
+    tail = accession[-(digits - 6) :].rjust(3, "0")
     return f"vol1/fastq/{accession[:6]}/{tail}/{accession}"
 
 
@@ -351,22 +352,32 @@ def make_species_dataset(
         weights = [w * factor_rng.lognormvariate(0.0, 0.5) for w in base]
         prefix = os.path.join(root, "archive", *ena_fastq_dir(acc).split("/"), acc)
         info = simulate_run(
-            transcripts, prefix, reads_per_run, read_len, layout, run_seed,
-            fragment_mean=fragment_mean, fragment_sd=fragment_sd, abundances=weights, run_name=acc,
+            transcripts,
+            prefix,
+            reads_per_run,
+            read_len,
+            layout,
+            run_seed,
+            fragment_mean=fragment_mean,
+            fragment_sd=fragment_sd,
+            abundances=weights,
+            run_name=acc,
         )
         ftp = [f"{ENA_FTP_HOST}/{ena_fastq_dir(acc)}/{os.path.basename(p)}" for p in info["files"]]
-        rows.append({
-            "run_accession": acc,
-            "library_layout": layout,
-            "library_strategy": "RNA-Seq",
-            "library_source": "TRANSCRIPTOMIC",
-            "scientific_name": species.replace("_", " "),
-            "read_count": str(info["read_count"]),
-            "base_count": str(info["base_count"]),
-            "fastq_ftp": ";".join(ftp),
-            "fastq_md5": ";".join(info["md5"]),
-            "fastq_bytes": ";".join(str(b) for b in info["bytes"]),
-        })
+        rows.append(
+            {
+                "run_accession": acc,
+                "library_layout": layout,
+                "library_strategy": "RNA-Seq",
+                "library_source": "TRANSCRIPTOMIC",
+                "scientific_name": species.replace("_", " "),
+                "read_count": str(info["read_count"]),
+                "base_count": str(info["base_count"]),
+                "fastq_ftp": ";".join(ftp),
+                "fastq_md5": ";".join(info["md5"]),
+                "fastq_bytes": ";".join(str(b) for b in info["bytes"]),
+            }
+        )
         runs_out.append({"run": acc, **info})
 
     tmp = meta_path + ".tmp"
