@@ -149,3 +149,13 @@ def test_bad_arguments_are_named(tmp_path):
     assert r.returncode == 2 and "invalid species name" in r.stderr
     r = _cli(tmp_path / "empty", "--species", "Not_yet")
     assert r.returncode == 0 and "Not_yet: not started" in r.stdout
+
+
+def test_an_unknown_species_is_an_error_naming_it(tmp_path):
+    out = tmp_path / "out"
+    (out / "Known_sp" / "work" / "markers").mkdir(parents=True)
+    r = _cli(out, "--species", "Nope")
+    assert r.returncode == 2
+    assert "'Nope'" in r.stderr and "Known_sp" in r.stderr and r.stdout == ""
+    r = _cli(out, "--species", "Known_sp")
+    assert r.returncode == 0 and "Known_sp: not started" in r.stdout

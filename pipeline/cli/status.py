@@ -166,6 +166,13 @@ def main(argv=None) -> int:
         print(f"output directory not found: {a.output_dir}", file=sys.stderr)
         return 2
     names = a.species or species_under(root)
+    unknown = [n for n in a.species or [] if not (root / n).is_dir()]
+    if unknown:
+        known = ", ".join(species_under(root)) or "none has started"
+        print(
+            f"no species {', '.join(map(repr, unknown))} under {a.output_dir} (species there: {known})", file=sys.stderr
+        )
+        return 2
     if not names:
         print(f"no species under {a.output_dir} has started", file=sys.stderr)
         return 2
