@@ -138,10 +138,10 @@ def ena_server():
 
 
 def no_leftovers(directory: Path, dest: Optional[Path] = None) -> None:
-    """No ``.part`` file in ``directory``; with ``dest``, no ``dest`` either (the failed fetch left none)."""
+    """No temporary file in ``directory``; with ``dest``, no ``dest`` either (the failed fetch left none)."""
     if dest is not None:
         assert not dest.exists(), f"{dest} was written"
-    assert [p.name for p in directory.iterdir() if p.name.endswith(".part")] == []
+    assert [p.name for p in directory.iterdir() if p.name.startswith(".")] == []
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 from ..fetch.http import RETRY_STATUSES, USER_AGENT, read_blocks, retry_after
 from ..fetch.retry import Retryable, RetryPolicy, wait_or_give_up
+from ..files import staged_path
 from ..runlog import RunLog
 
 DEFAULT_BASE_URL = "https://www.ebi.ac.uk/ena/portal/api"
@@ -184,22 +185,19 @@ def fetch_search(
         log.write(f"{dest.name}: reusing the saved ENA answer ({runs} runs)")
         return {"path": str(dest), "runs": runs, "url": url, "reused": True, "seconds": round(time.monotonic() - t0, 3)}
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     attempt = 0
     try:
-        while True:
-            attempt += 1
-            try:
-                _attempt(url, part, policy, query)
-                runs = _check_table(part, url, query)
-                break
-            except Retryable as r:
-                wait_or_give_up(policy, attempt, r, log, "ENA search", lambda m: EnaError(f"{url}: {m}"))
-        os.replace(part, dest)
-    except BaseException as e:
-        part.unlink(missing_ok=True)
-        if isinstance(e, EnaError):
-            log.write(f"ENA search: {e}")
+        with staged_path(dest, str(os.getpid())) as part:
+            while True:
+                attempt += 1
+                try:
+                    _attempt(url, part, policy, query)
+                    runs = _check_table(part, url, query)
+                    break
+                except Retryable as r:
+                    wait_or_give_up(policy, attempt, r, log, "ENA search", lambda m: EnaError(f"{url}: {m}"))
+    except EnaError as e:
+        log.write(f"ENA search: {e}")
         raise
     log.write(f"{dest.name}: {runs} runs from {url} (attempt {attempt})")
     return {"path": str(dest), "runs": runs, "url": url, "reused": False, "seconds": round(time.monotonic() - t0, 3)}

@@ -19,7 +19,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Optional
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, staged_file
 from . import kallisto
 
 MEASURES = ("est_counts", "tpm", "eff_length")
@@ -94,18 +94,11 @@ def _write_part(
 
 def _paste(parts: list[Path], dest: Path) -> None:
     """Join the lines of ``parts`` side by side with tabs into ``dest`` (temp name, then rename)."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    try:
-        with ExitStack() as stack:
-            ins = [stack.enter_context(open(p, encoding="utf-8", newline="")) for p in parts]
-            with open(tmp, "w", encoding="utf-8", newline="") as out:
-                for lines in zip(*ins):
-                    out.write("\t".join([line.rstrip("\n") for line in lines]) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with ExitStack() as stack:
+        ins = [stack.enter_context(open(p, encoding="utf-8", newline="")) for p in parts]
+        with staged_file(dest, "w", encoding="utf-8", newline="") as out:
+            for lines in zip(*ins):
+                out.write("\t".join([line.rstrip("\n") for line in lines]) + "\n")
 
 
 def _qc_text(rows: list[dict]) -> str:
