@@ -147,8 +147,8 @@ def test_bad_arguments_are_named(tmp_path):
     assert r.returncode == 2 and "no species" in r.stderr
     r = _cli(tmp_path / "empty", "--species", "../etc")
     assert r.returncode == 2 and "invalid species name" in r.stderr
-    r = _cli(tmp_path / "empty", "--species", "Not_yet")
-    assert r.returncode == 0 and "Not_yet: not started" in r.stdout
+    r = _cli(tmp_path / "empty", "--species", "Not_yet")  # no such species folder: an error, not "not started"
+    assert r.returncode == 2 and "no species 'Not_yet'" in r.stderr
 
 
 def test_an_unknown_species_is_an_error_naming_it(tmp_path):

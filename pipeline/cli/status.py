@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import read_json
-from ..model import InputError
+from ..model import InputError, check_species
 from ..paths import BATCH_STAGES, SPECIES, SPLIT, SpeciesPaths, species_under
 from ..plan.sizes import human
 from ..plan.space import tree_bytes
@@ -166,6 +166,12 @@ def main(argv=None) -> int:
         print(f"output directory not found: {a.output_dir}", file=sys.stderr)
         return 2
     names = a.species or species_under(root)
+    try:
+        for name in a.species or []:
+            check_species(name)  # a bad name is said as such, before it is looked for
+    except InputError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     unknown = [n for n in a.species or [] if not (root / n).is_dir()]
     if unknown:
         known = ", ".join(species_under(root)) or "none has started"
