@@ -19,6 +19,7 @@ import luigi
 from . import settings, steps
 from .cli.console import report_input_error
 from .files import atomic_write_json, read_json
+from .heartbeat import Heartbeat, start_run
 from .inputs.species_config import SpeciesConfig, load_all, load_species_config
 from .model import InputError
 from .paths import CLEANUP, DOWNLOAD, INDEX, QUANT, SPECIES, SPLIT, SpeciesPaths
@@ -197,6 +198,7 @@ class MultiSpecies(luigi.WrapperTask):
     output_dir = luigi.Parameter(default="output/amalgkit")
 
     def requires(self):
+        _start_heartbeat(self.output_dir)
         try:
             configs = load_all(self.config_dir, cpu_cap=settings.cpu_cap())
             species = [Species(config_path=str(c.path), output_dir=self.output_dir) for c in configs]
@@ -208,6 +210,16 @@ class MultiSpecies(luigi.WrapperTask):
             report_input_error(e)
             raise
         return species
+
+
+#: output directory -> the heartbeat this process keeps for it (MultiSpecies.requires is called often)
+HEARTBEATS: dict[str, Heartbeat] = {}
+
+
+def _start_heartbeat(output_dir: str) -> None:
+    key = str(Path(output_dir).resolve())
+    if key not in HEARTBEATS:
+        HEARTBEATS[key] = start_run(key)
 
 
 @functools.lru_cache(maxsize=64)
