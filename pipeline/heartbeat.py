@@ -45,7 +45,7 @@ class Heartbeat:
     def __init__(self, output_dir, command: Optional[list[str]] = None, interval: float = INTERVAL):
         self.path = heartbeat_path(output_dir)
         self.interval = interval
-        self.record = {
+        self.record: dict[str, Any] = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started_at": time.time(),
