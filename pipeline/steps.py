@@ -115,6 +115,7 @@ def plan_species(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status
         "skipped": len(skipped),
         "batches": len(groups),
         "max_bytes": cfg.max_bytes,
+        "prefetch": cfg.prefetch,
         "largest_batch_bytes": max((batches.batch_bytes(g)[0] for g in groups), default=0),
         "metadata": str(source),
     }
