@@ -25,7 +25,17 @@ _SPECIES_RE = re.compile(r"[A-Za-z0-9_.-]+")
 SPECIES_RULE = "[A-Za-z0-9_.-]+"
 
 
-class InputError(ValueError):
+class ExpectedFailure(Exception):
+    """A failure the pipeline foresees: bad input, an unreachable host, a full disk, runs that failed.
+
+    Its message says what happened in terms of the user's files, hosts and runs, so it is shown as
+    it is, without a traceback. ``reported`` marks one that was already shown in full.
+    """
+
+    reported = False
+
+
+class InputError(ExpectedFailure, ValueError):
     """Bad user input (config or metadata). The message names the file, key, run or value."""
 
 

@@ -1,11 +1,17 @@
-"""The settings shared by every species, from ``luigi.cfg``: ``[pipeline]``, ``[kallisto]`` and
-``[fasterq_dump]``. This and :mod:`pipeline.tasks` are the modules that read Luigi's configuration;
-they turn it into plain records (:class:`~pipeline.fetch.retry.RetryPolicy`,
-:class:`~pipeline.model.Tools`) that the domain code takes as arguments.
+"""The settings shared by every species: ``[pipeline]``, ``[kallisto]`` and ``[fasterq_dump]``, and
+Luigi's own ``[core]``, ``[retcode]``, ``[resources]`` and ``[worker]``.
+
+Their defaults ship with the package (``pipeline/defaults.cfg``) and are put first in Luigi's list
+of config files when this module is imported, so they hold wherever the pipeline starts and however
+it was installed; a ``luigi.cfg`` in the current directory or ``LUIGI_CONFIG_PATH`` overrides them.
+This and :mod:`pipeline.tasks` are the modules that read Luigi's configuration; they turn it into
+plain records (:class:`~pipeline.fetch.retry.RetryPolicy`, :class:`~pipeline.model.Tools`) that the
+domain code takes as arguments.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import luigi
@@ -16,6 +22,18 @@ from .model import Tools
 from .plan.sizes import parse_size
 
 _DEFAULT_POLICY = RetryPolicy()
+DEFAULTS_FILE = Path(__file__).with_name("defaults.cfg")
+
+
+def install_defaults() -> None:
+    """Put the packaged defaults first among Luigi's config files (lowest precedence) and re-read."""
+    parser = luigi.configuration.LuigiConfigParser
+    if str(DEFAULTS_FILE) not in parser._config_paths:
+        parser._config_paths.insert(0, str(DEFAULTS_FILE))
+        parser.reload()
+
+
+install_defaults()
 
 
 class _Section(luigi.Config):
@@ -88,6 +106,6 @@ def tools() -> Tools:
     )
 
 
-def cpu_cap() -> Optional[int]:
-    """``[resources] cpu``: the threads all kallisto tasks may use at once."""
-    return luigi.configuration.get_config().getint("resources", "cpu", None)
+def resource_cap(name: str) -> int:
+    """``[resources] NAME``: how much of it all tasks may hold at once (Luigi's default is 1)."""
+    return luigi.configuration.get_config().getint("resources", name, 1)

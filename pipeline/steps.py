@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,11 @@ from .fetch.transfer import fetch, safe_name
 from .files import atomic_write_json, atomic_write_text, read_json
 from .inputs import ena, metadata
 from .inputs.species_config import SpeciesConfig
-from .model import RemoteFile, Run, RunDownload, RunQuant, Tools
+from .model import ExpectedFailure, RemoteFile, Run, RunDownload, RunQuant, Tools
 from .paths import DOWNLOAD, QUANT, SpeciesPaths
 from .plan import batches, space
 from .plan.sizes import human
+from .progress import BatchProgress, batch_label, say_batch_done
 from .provenance import tool_versions
 from .quant import merge
 from .quant.quantify import RUN_RECORD, build_index, is_quantified, quantify_run
@@ -50,7 +50,7 @@ class Shared:
     disk_limit: Optional[int] = None  # bytes under the output directory, or None
 
 
-class SpeciesFailed(RuntimeError):
+class SpeciesFailed(ExpectedFailure, RuntimeError):
     """Some runs of a species failed; the message lists them and says how to retry them."""
 
 
@@ -170,34 +170,6 @@ def build_species_index(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared,
 # -- a batch -----------------------------------------------------------------------------------
 
 
-class BatchProgress:
-    """Bytes and runs done of one downloading batch, told to ``status`` at most once a second."""
-
-    def __init__(self, label: str, runs: int, expected_bytes: int, status: Status):
-        self.label, self.runs, self.expected = label, runs, max(1, expected_bytes)
-        self.status = status
-        self.done = self.bytes = 0
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def received(self, n: int) -> None:
-        with self._lock:
-            self.bytes += n
-            now = time.monotonic()
-            if now - self._last < 1.0:
-                return
-            self._last = now
-        self.status(
-            f"{self.label}: {self.done}/{self.runs} runs, {self.bytes / 1e6:.1f} MB",
-            min(99, 100 * self.bytes / self.expected),
-        )
-
-    def run_done(self, run: str, how: str) -> None:
-        with self._lock:
-            self.done += 1
-        self.status(f"{self.label}: {run} {how}", None)
-
-
 def space_needed(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, runs: list[Run]) -> tuple[int, int]:
     """``(bytes, of which room for one .sra conversion)`` that batch ``batch`` still needs: its
     bytes still to come (with the room when the ``.sra`` route is a source), plus those of earlier
@@ -241,7 +213,8 @@ def download_batch(
         used_root=paths.output_dir,
         what=f"{cfg.species} batch {batch}{room_note}",
     )
-    progress = BatchProgress(f"{cfg.species} batch {batch}", len(runs), batches.batch_bytes(runs)[0], status)
+    progress = BatchProgress(batch_label(paths, batch), len(runs), batches.batch_bytes(runs)[0], status)
+    progress.started()
     setup = FetchSetup(
         policy=shared.policy.with_stall(cfg.stall_seconds),
         mirrors=cfg.mirrors,
@@ -262,8 +235,13 @@ def download_batch(
         progress.run_done(run.run, res.status)
         return res
 
+    def one_watched(run: Run) -> RunDownload:
+        progress.run_started(run.run)
+        return one(run)
+
     with ThreadPoolExecutor(max_workers=cfg.download_parallel) as pool:
-        results = list(pool.map(one, runs))
+        results = list(pool.map(one_watched, runs))
+    progress.finished(sum(r.ok for r in results), sum(r.bytes for r in results))
     return {
         "batch": batch,
         "runs": [r.to_dict() for r in results],
@@ -332,6 +310,7 @@ def quantify_batch(
 def cleanup_batch(paths: SpeciesPaths, batch: int) -> dict:
     """Delete the batch's reads (failed runs' too), including partial downloads."""
     freed = sum(clear_run_dir(paths.run_fastq(r.run)) for r in batches.read_batch(paths.batch_file(batch)))
+    say_batch_done(paths, batch)
     return {"batch": batch, "bytes_freed": freed}
 
 
@@ -380,6 +359,6 @@ def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tool
             f"{cfg.species}: {len(failures)} run(s) failed; merged tables hold the "
             f"{len(merged['runs'])} that succeeded. Failed runs are listed in "
             f"{paths.failed_runs}:\n{listing}\nRetry just these with: "
-            f"python -m pipeline.retry {paths.output_dir}"
+            f"rnaseq-batch retry {paths.output_dir}"
         )
     return summary

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Optional
@@ -17,30 +19,19 @@ from typing import Optional
 import luigi
 
 from . import settings, steps
-from .cli.console import report_input_error
+from .cli.console import install_failure_filter, install_progress_handler, report_input_error
 from .files import atomic_write_json, read_json
-from .heartbeat import Heartbeat, start_run
+from .heartbeat import Heartbeat, run_log_path, start_run
 from .inputs.species_config import SpeciesConfig, load_all, load_species_config
 from .model import InputError
 from .paths import CLEANUP, DOWNLOAD, INDEX, QUANT, SPECIES, SPLIT, SpeciesPaths
+from .runlog import RunLog
 
 logger = logging.getLogger(__name__)
 
 
-class _ToLuigiHandlers(logging.Handler):
-    """Hands the pipeline's log records to the handlers Luigi set up for its own interface logger,
-    so that they reach the same terminal in the same format."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        for h in logging.getLogger("luigi-interface").handlers:
-            if record.levelno >= h.level:
-                h.handle(record)
-
-
-_pipeline_logger = logging.getLogger("pipeline")
-if not any(isinstance(h, _ToLuigiHandlers) for h in _pipeline_logger.handlers):
-    _pipeline_logger.addHandler(_ToLuigiHandlers())
-    _pipeline_logger.setLevel(logging.INFO)
+install_failure_filter()
+install_progress_handler()
 
 
 def shared() -> steps.Shared:
@@ -73,8 +64,12 @@ class SpeciesTask(luigi.Task):
     def run_step(self, step, *args) -> dict:
         """Call ``step(cfg, paths, *args)`` and write its figures as this task's marker, last, with
         when it started and finished and how long it took."""
+        if os.getpid() != _MAIN_PID:  # a worker child: Ctrl-C is the parent's to handle, in one line,
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # and the parent's SIGTERM ends it at once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         started_at, t0 = time.time(), time.monotonic()
         figures = step(self.cfg, self.paths, *args)
+        self.status(f"{self.cfg.species}: {self.get_task_family()} done", 100)
         atomic_write_json(
             self.output().path,
             figures
@@ -200,7 +195,7 @@ class MultiSpecies(luigi.WrapperTask):
     def requires(self):
         _start_heartbeat(self.output_dir)
         try:
-            configs = load_all(self.config_dir, cpu_cap=settings.cpu_cap())
+            configs = load_all(self.config_dir, caps={r: settings.resource_cap(r) for r in ("cpu", "download")})
             species = [Species(config_path=str(c.path), output_dir=self.output_dir) for c in configs]
             # local metadata tables of unfinished species are checked before any species downloads
             for c, task in zip(configs, species):
@@ -220,6 +215,23 @@ def _start_heartbeat(output_dir: str) -> None:
     key = str(Path(output_dir).resolve())
     if key not in HEARTBEATS:
         HEARTBEATS[key] = start_run(key)
+
+
+def note_in_run_logs(message: str) -> None:
+    """A line in the run log of every output directory this process works on."""
+    for key in HEARTBEATS:
+        RunLog(run_log_path(key)).write(message)
+
+
+def end_heartbeats(exit_code: Optional[int]) -> None:
+    """Say in each heartbeat and run log that this run ended, and how."""
+    for key, hb in HEARTBEATS.items():
+        RunLog(run_log_path(key)).write(f"ended: exit code {exit_code}")
+        hb.stop(exit_code)
+
+
+#: the process that imported the pipeline; Luigi runs tasks in forked children when workers > 1
+_MAIN_PID = os.getpid()
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,6 +1,6 @@
 """Plan a species again after its metadata changed: new runs are added, finished work is kept.
 
-    python -m pipeline.refresh CONFIG_DIR OUTPUT_DIR [--species NAME ...]
+    rnaseq-batch refresh CONFIG_DIR OUTPUT_DIR [--species NAME ...]
 
 For a species with ``metadata.query`` the ENA portal is asked again (the saved answer is replaced
 only by a complete new one). Then the species' plan and final markers are removed, so the next
@@ -42,7 +42,7 @@ def refresh(config_dir, output_dir, species: list[str] | None = None, portal_url
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.refresh", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="rnaseq-batch refresh", description=__doc__.split("\n\n")[0])
     ap.add_argument("config_dir")
     ap.add_argument("output_dir")
     ap.add_argument("--species", action="append", help="only this species (repeatable)")

@@ -1,7 +1,7 @@
 """Reset the failed runs of a finished pipeline run so that the next run tries them again, and
 only them.
 
-    python -m pipeline.retry OUTPUT_DIR [--species NAME ...]
+    rnaseq-batch retry OUTPUT_DIR [--species NAME ...]
 
 For every batch whose quant marker lists a failed run, the batch's download, quant and cleanup
 markers are removed (with the species' own marker), so the next `luigi ... MultiSpecies` call
@@ -44,7 +44,7 @@ def reset_failures(output_dir, species: list[str] | None = None) -> dict[str, di
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.retry", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="rnaseq-batch retry", description=__doc__.split("\n\n")[0])
     ap.add_argument("output_dir")
     ap.add_argument("--species", action="append", help="only this species (repeatable)")
     a = ap.parse_args(argv)
@@ -58,5 +58,5 @@ def main(argv=None) -> int:
     for name, batches in reset.items():
         runs = [r for rs in batches.values() for r in rs]
         print(f"{name}: {len(runs)} failed run(s) in {len(batches)} batch(es) will run again: {' '.join(runs)}")
-    print("now re-run the same luigi command")
+    print("now run the same command again (rnaseq-batch run ...): only these runs are fetched")
     return 0

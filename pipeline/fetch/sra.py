@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ..files import temp_path
+from ..model import ExpectedFailure
 from ..runlog import RunLog
 from .transfer import SAFE_NAME_RE
 
@@ -38,7 +39,7 @@ _STAT_RE = re.compile(r"^\s*([a-zA-Z][a-zA-Z0-9 -]*?)\s*:\s*([\d,]+)\s*$")
 _MATE_RE = re.compile(r"^(.+)_(\d+)\.fastq$")
 
 
-class SraError(Exception):
+class SraError(ExpectedFailure):
     """A ``.sra`` file could not be turned into FASTQ. The message names the run/file and the reason."""
 
 

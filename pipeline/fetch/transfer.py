@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..model import RemoteFile
+from ..model import ExpectedFailure, RemoteFile
 from ..runlog import RunLog
 from .http import CHUNK, RETRY_STATUSES, USER_AGENT, parse_content_range, read_blocks, retry_after
 from .retry import Retryable, RetryPolicy, wait_or_give_up
@@ -27,7 +27,7 @@ from .retry import Retryable, RetryPolicy, wait_or_give_up
 SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
-class DownloadError(Exception):
+class DownloadError(ExpectedFailure):
     """A file could not be obtained intact. The message names the URL and the reason."""
 
 

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 from ..fetch.http import RETRY_STATUSES, USER_AGENT, read_blocks, retry_after
 from ..fetch.retry import Retryable, RetryPolicy, wait_or_give_up
 from ..files import staged_path
+from ..model import ExpectedFailure
 from ..runlog import RunLog
 
 DEFAULT_BASE_URL = "https://www.ebi.ac.uk/ena/portal/api"
@@ -56,7 +57,7 @@ SNIPPET = 300  # characters of an error body quoted in messages
 _FIELD_RE = re.compile(r"[A-Za-z0-9_]+")
 
 
-class EnaError(Exception):
+class EnaError(ExpectedFailure):
     """The ENA portal API could not give a usable run table. The message names the URL and why."""
 
 

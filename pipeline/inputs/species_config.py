@@ -274,11 +274,12 @@ def find_species_configs(config_dir) -> list[Path]:
     return paths
 
 
-def load_all(config_dir, cpu_cap: Optional[int] = None) -> list[SpeciesConfig]:
+def load_all(config_dir, caps: Optional[dict[str, int]] = None) -> list[SpeciesConfig]:
     """Validate every species config in ``config_dir``; raise one ConfigError listing all problems.
 
-    ``cpu_cap`` is the machine-wide CPU resource (luigi.cfg ``[resources] cpu``): a species asking
-    for more kallisto threads could never be scheduled, so it is an error here.
+    ``caps`` are the scheduler's resources (``[resources] cpu`` and ``download``): a species whose
+    tasks need more than a cap could never be scheduled, and Luigi would skip them silently, so it
+    is an error here.
     """
     errors: list[str] = []
     configs: list[SpeciesConfig] = []
@@ -293,13 +294,27 @@ def load_all(config_dir, cpu_cap: Optional[int] = None) -> list[SpeciesConfig]:
             errors.append(f"{p.resolve()}: species '{c.species}' is also configured in {seen[c.species]}")
             continue
         seen[c.species] = p.resolve()
-        if cpu_cap is not None and c.threads > cpu_cap:
-            errors.append(
-                f"{c.path}: key 'quant.threads' is {c.threads} but luigi.cfg [resources] cpu allows "
-                f"{cpu_cap}: lower quant.threads or raise [resources] cpu"
-            )
+        short = _short_of_caps(c, caps or {})
+        if short:
+            errors.extend(short)
             continue
         configs.append(c)
     if errors:
         raise ConfigError("\n".join(errors))
     return configs
+
+
+def _short_of_caps(c: SpeciesConfig, caps: dict[str, int]) -> list[str]:
+    """What species ``c`` needs of the scheduler's resources beyond ``caps``, said per setting."""
+    out = []
+    if "cpu" in caps and c.threads > caps["cpu"]:
+        out.append(
+            f"{c.path}: species {c.species}: key 'quant.threads' is {c.threads} but [resources] cpu allows "
+            f"{caps['cpu']}: lower quant.threads or raise [resources] cpu (in luigi.cfg)"
+        )
+    if "download" in caps and caps["download"] < 1:
+        out.append(
+            f"{c.path}: species {c.species}: [resources] download is {caps['download']}, so no batch could "
+            "ever download: set it to 1 or more (in luigi.cfg)"
+        )
+    return out

@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..model import ExpectedFailure
 from .sizes import human
 
 
-class DiskSpaceError(Exception):
+class DiskSpaceError(ExpectedFailure):
     """Not enough room for a batch. ``path``, ``need``, ``min_free`` and ``available`` (bytes)
     are kept as attributes; the message gives them in human units."""
 

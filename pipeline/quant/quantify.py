@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..files import atomic_write_json, staged_path
-from ..model import PAIRED, SINGLE, RunQuant
+from ..model import PAIRED, SINGLE, ExpectedFailure, RunQuant
 from ..reads.fastq import FastqError, count_checked
 from ..runlog import RunLog
 from . import kallisto
@@ -18,7 +18,7 @@ OUTPUT_FILES = ("abundance.tsv", "run_info.json")
 RUN_RECORD = "pipeline_run.json"
 
 
-class QuantError(Exception):
+class QuantError(ExpectedFailure):
     pass
 
 

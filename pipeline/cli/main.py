@@ -1,0 +1,153 @@
+"""``rnaseq-batch``: one command for running the pipeline and for everything around a run.
+
+    rnaseq-batch run [--config-dir DIR] [--output-dir DIR] [--workers N] [--scheduler-host H] ...
+    rnaseq-batch status OUTPUT_DIR          where a run stands, whether it is alive, time left
+    rnaseq-batch retry OUTPUT_DIR           reset the failed runs, then `run` again tries only them
+    rnaseq-batch refresh CONFIG_DIR OUTPUT_DIR   ask ENA again and plan new runs
+    rnaseq-batch luigid OUTPUT_DIR          a central scheduler with the pipeline's settings
+
+``run`` is ``luigi --module pipeline MultiSpecies`` with the project's settings in force wherever
+it starts, a terminal that shows the pipeline's progress rather than Luigi's debug log (``-v`` or
+``--log-level`` brings that back), and one line for Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+#: Exit code of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+PROG = "rnaseq-batch"
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run every species of a config folder (MultiSpecies)",
+        description="Run every species of --config-dir into --output-dir. Exit codes: "
+        "0 every species finished; 25 some task was not run; 30 a task failed (failed runs "
+        "are listed); 35 the configuration, metadata or output folder has problems; "
+        "40 an unexpected error; 130 interrupted.",
+    )
+    p.add_argument("--config-dir", help="folder of species YAMLs (default: [MultiSpecies] config_dir, config/species)")
+    p.add_argument("--output-dir", help="output folder (default: [MultiSpecies] output_dir, output/amalgkit)")
+    p.add_argument("--workers", type=int, help="Luigi workers (default: [core] workers, 4)")
+    p.add_argument("--scheduler-host", help="use the central scheduler (luigid) on this host instead of a local one")
+    p.add_argument("--scheduler-port", type=int, help="port of that scheduler (default 8082)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="Luigi's own log too (-vv: debug)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Luigi's log level")
+
+
+def luigi_argv(a: argparse.Namespace) -> list[str]:
+    """The ``luigi`` command line that ``rnaseq-batch run`` stands for (pure)."""
+    argv = ["--module", "pipeline", "MultiSpecies"]
+    if a.config_dir:
+        argv += ["--config-dir", str(Path(a.config_dir).resolve())]
+    if a.output_dir:
+        argv += ["--output-dir", str(Path(a.output_dir).resolve())]
+    if a.workers:
+        argv += ["--workers", str(a.workers)]
+    if a.scheduler_host:
+        argv += ["--scheduler-host", a.scheduler_host]
+        if a.scheduler_port:
+            argv += ["--scheduler-port", str(a.scheduler_port)]
+    else:
+        argv += ["--local-scheduler"]
+    level = a.log_level or {0: "WARNING", 1: "INFO"}.get(a.verbose, "DEBUG")
+    return argv + ["--log-level", level]
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def run(a: argparse.Namespace) -> int:
+    import luigi.retcodes
+
+    from .. import tasks  # installs the packaged settings before Luigi reads its configuration
+
+    argv = luigi_argv(a)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    code: Optional[int] = None
+    try:
+        luigi.retcodes.run_with_retcodes(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except KeyboardInterrupt as e:
+        why = str(e) or "SIGINT"
+        print(f"interrupted ({why}); run the same command again to resume", file=sys.stderr, flush=True)
+        tasks.note_in_run_logs(f"interrupted ({why}); run the same command again to resume")
+        code = INTERRUPTED
+    finally:
+        tasks.end_heartbeats(code)
+    return code
+
+
+def luigid(a: argparse.Namespace) -> int:
+    """A luigid whose state and logs live under OUTPUT_DIR/luigid/ and which uses the pipeline's
+    ``[resources]`` and ``[scheduler]`` settings, wherever it is started."""
+    import luigi.cmdline
+
+    from .. import settings  # noqa: F401  (the packaged settings)
+
+    home = Path(a.output_dir).resolve() / "luigid"
+    home.mkdir(parents=True, exist_ok=True)
+    print(f"luigid on http://{a.address}:{a.port} (state and logs in {home})", file=sys.stderr, flush=True)
+    luigi.cmdline.luigid(
+        [
+            "--address",
+            a.address,
+            "--port",
+            str(a.port),
+            "--logdir",
+            str(home),
+            "--state-path",
+            str(home / "state.pickle"),
+        ]
+    )
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _run_parser(sub)
+    passthrough = {
+        "status": "where a run stands: progress, liveness, time left, failures so far",
+        "retry": "reset the failed runs so that the next `run` tries them again, and only them",
+        "refresh": "ask ENA again and plan runs published since",
+    }
+    for name, text in passthrough.items():
+        sub.add_parser(name, help=text, add_help=False)
+    d = sub.add_parser("luigid", help="start a central scheduler (web view) with the pipeline's settings")
+    d.add_argument("output_dir", help="its state and logs go to OUTPUT_DIR/luigid/")
+    d.add_argument("--address", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8082)
+    if argv and argv[0] in passthrough:
+        return _passthrough(argv[0], argv[1:])
+    a = ap.parse_args(argv)
+    if a.command == "run":
+        return run(a)
+    return luigid(a)
+
+
+def _passthrough(name: str, rest: list[str]) -> int:
+    from . import refresh, reset, status
+
+    commands = {"status": status.main, "retry": reset.main, "refresh": refresh.main}
+    return commands[name](rest)
+
+
+def console_main() -> None:
+    """The ``rnaseq-batch`` console script."""
+    logging.captureWarnings(True)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
