@@ -9,6 +9,7 @@ a callable ``(message, percent or None)`` for the scheduler's web view; it may d
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from .fetch.transfer import fetch, safe_name
 from .files import atomic_write_json, atomic_write_text, read_json
 from .inputs import ena, metadata
 from .inputs.species_config import SpeciesConfig
-from .model import ExpectedFailure, RemoteFile, Run, RunDownload, RunQuant, Tools
+from .model import ExpectedFailure, InputError, RemoteFile, Run, RunDownload, RunQuant, Tools
 from .paths import DOWNLOAD, QUANT, SpeciesPaths
 from .plan import batches, space
 from .plan.sizes import human
@@ -141,6 +142,17 @@ def _warn_about_sizes(cfg: SpeciesConfig, runs: list[Run], sra_route: bool) -> N
             len(unknown),
             ", ".join(r.run for r in unknown[:20]),
         )
+
+
+def check_output_dir(output_dir) -> None:
+    """InputError unless ``output_dir`` exists (or can be made) and a file can be written in it."""
+    d = Path(output_dir).resolve()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except OSError as e:
+        raise InputError(f"output directory {d} cannot be used: {e.strerror or e}") from None
 
 
 def check_metadata(cfg: SpeciesConfig) -> None:

@@ -193,9 +193,10 @@ class MultiSpecies(luigi.WrapperTask):
     output_dir = luigi.Parameter(default="output/amalgkit")
 
     def requires(self):
-        _start_heartbeat(self.output_dir)
         try:
+            steps.check_output_dir(self.output_dir)
             configs = load_all(self.config_dir, caps={r: settings.resource_cap(r) for r in ("cpu", "download")})
+            _start_heartbeat(self.output_dir)
             species = [Species(config_path=str(c.path), output_dir=self.output_dir) for c in configs]
             # local metadata tables of unfinished species are checked before any species downloads
             for c, task in zip(configs, species):

@@ -1,12 +1,15 @@
-"""Where a pipeline run stands, read from its markers: progress, pace, disk and failures so far.
+"""Where a pipeline run stands, read from its markers: progress, time left, disk, failures, liveness.
 
     python -m pipeline.status OUTPUT_DIR [--species NAME ...] [--json]
 
 Works while the pipeline runs (from another terminal, with or without ``luigid``) and after it
-stopped. It only reads: ``work/markers/*.json``, the batch plan and the sizes under ``fastq/``.
+stopped. It only reads: ``work/markers/*.json``, the batch plan, the sizes under ``fastq/`` and
+the run's heartbeat (``OUTPUT/.rnaseq-batch/heartbeat.json``, :mod:`pipeline.heartbeat`).
 Batches are counted by stage: cleaned (done), quantified, downloaded, and downloading (reads of a
-batch without a download marker are on disk). The estimate of the time left is the pace of the
-last batches cleaned (up to 10) applied to the batches left.
+batch without a download marker are on disk). A species is "running" only while the heartbeat
+says its run is alive; otherwise it is "stopped", with when and why. The time left is
+:func:`pipeline.eta.estimate`: bytes to download at the measured download rate and reads to
+quantify at the measured kallisto rate.
 """
 
 from __future__ import annotations
@@ -18,29 +21,50 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import eta
 from ..files import read_json
+from ..heartbeat import liveness
 from ..model import InputError, check_species
 from ..paths import BATCH_STAGES, SPECIES, SPLIT, SpeciesPaths, species_under
 from ..plan.sizes import human
 from ..plan.space import tree_bytes
 
-PACE_WINDOW = 10  # batches whose pace estimates the time left
 SHOW_FAILED = 20
+#: figures of :func:`pipeline.eta.estimate` copied into a species' status
+ETA_FIELDS = (
+    "seconds_left",
+    "download_seconds_left",
+    "quant_seconds_left",
+    "bytes_left",
+    "reads_left",
+    "download_bytes_per_s",
+    "quant_reads_per_s",
+    "prefetch",
+    "overlap",
+    "finishes_at",
+)
+#: fields of :func:`pipeline.heartbeat.liveness` kept under ``liveness``
+LIVENESS_FIELDS = ("state", "why", "pid", "host", "started_at", "updated_at", "stopped_at", "exit_code")
+RETRY_COMMAND = "rnaseq-batch retry"
 
 
 def _markers(layout: SpeciesPaths, stage: str) -> dict[int, dict]:
     return {b: read_json(p) for b, p in layout.batch_markers(stage).items()}
 
 
-def species_status(output_dir, species: str, now: float | None = None) -> dict:
+def species_status(output_dir, species: str, now: float | None = None, live: dict | None = None) -> dict:
     """The figures of one species (see the module docstring); ``state`` is one of "not started",
-    "planned", "running", "batches done, merge pending", "stopped with failures" or "done"."""
+    "planned", "running", "batches done, merge pending", "stopped", "stopped with failures" or
+    "done". ``live`` is :func:`pipeline.heartbeat.liveness` of ``output_dir`` (read when None):
+    a species not done is "running" (or "planned", "batches done, merge pending") only while
+    the run's heartbeat says it is alive; otherwise it is "stopped"."""
     now = time.time() if now is None else now
     layout = SpeciesPaths(output_dir, species)
     split_path = layout.marker(SPLIT)
     out: dict[str, Any] = {"species": species, "state": "not started"}
     if not split_path.is_file():
         return out
+    live = liveness(output_dir, now) if live is None else live
     split = read_json(split_path)
     n = split["batches"]
     downloads, quants, cleanups = (_markers(layout, s) for s in BATCH_STAGES)
@@ -57,27 +81,22 @@ def species_status(output_dir, species: str, now: float | None = None) -> dict:
         if r["status"] == "failed"
     ]
     ok = sum(1 for q in quants.values() for r in q["runs"] if r["status"] == "ok")
-    done = sorted(c["finished_at"] for c in cleanups.values() if c.get("finished_at"))
     started = split.get("started_at")
     left = n - len(cleanups)
-    eta = None
-    if left and len(done) >= 2:
-        k = min(PACE_WINDOW, len(done) - 1)
-        span = done[-1] - done[-1 - k]
-        if span > 0:
-            eta = left * span / k
     species_done = layout.marker(SPECIES).is_file()
     finished = read_json(layout.marker(SPECIES)).get("finished_at") if species_done else None
+    alive = live.get("state") == "alive"
     if species_done:
         state = "done"
-    elif n and not left and failed:
-        state = "stopped with failures"
+    elif not alive:
+        state = "stopped with failures" if n and not left and failed else "stopped"
     elif n and not left:
         state = "batches done, merge pending"
     elif downloads or downloading:
         state = "running"
     else:
         state = "planned"
+    est = eta.estimate(layout, now)
     out.update(
         state=state,
         runs=split["runs"],
@@ -93,7 +112,10 @@ def species_status(output_dir, species: str, now: float | None = None) -> dict:
         bytes_downloaded=sum(d.get("bytes", 0) for d in downloads.values()),
         bytes_on_disk=tree_bytes(layout.fastq) if layout.fastq.exists() else 0,
         elapsed_s=None if started is None else (finished or now) - started,
-        eta_s=eta,
+        # the batches' work left; None once every batch is done (the merge is not estimated)
+        eta_s=est["seconds_left"] if left > 0 and not species_done else None,
+        **{k: est[k] for k in ETA_FIELDS},
+        liveness={k: live.get(k) for k in LIVENESS_FIELDS},
         failed=failed,
         failed_runs_file=str(layout.failed_runs),
         output=str(layout.root),
@@ -113,8 +135,54 @@ def _duration(seconds) -> str:
     return f"{d}d {h}h {m:02d}m" if d else f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
 
 
-def format_status(st: dict, output_dir) -> str:
+def _when(t: float | None, now: float) -> str:
+    if t is None:
+        return "at an unknown time"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    return f"{_duration(max(0.0, now - t))} ago ({stamp})"
+
+
+def _liveness_line(live: dict, now: float) -> str:
+    if live.get("state") == "alive":
+        beat = live.get("updated_at")
+        seen = f", heartbeat {_duration(max(0.0, now - beat))} ago" if beat is not None else ""
+        return f"  run      alive: pid {live.get('pid')} on {live.get('host')}{seen}"
+    if live.get("state") == "stopped":
+        who = f" (pid {live.get('pid')} on {live.get('host')})" if live.get("pid") is not None else ""
+        return f"  run      stopped {_when(live.get('stopped_at'), now)}: {live.get('why')}{who}"
+    return f"  run      stopped as far as can be told: {live.get('why')}; none is known to be alive"
+
+
+def _time_left(st: dict) -> str:
+    """What is left of the batches, and what the figure is made of."""
+    if st["eta_s"] is None:
+        if st["download_bytes_per_s"] is None and st["bytes_left"]:
+            return "time left: not known yet (no batch downloaded yet)"
+        if st["quant_reads_per_s"] is None and st["reads_left"]:
+            return "time left: not known yet (no run quantified yet)"
+        return "time left: not known"
+    parts = []
+    if st["bytes_left"]:
+        parts.append(
+            f"{human(st['bytes_left'])} to download at {human(st['download_bytes_per_s'])}/s "
+            f"({_duration(st['download_seconds_left'])})"
+        )
+    if st["reads_left"]:
+        parts.append(
+            f"{st['reads_left']:,} reads to quantify at {st['quant_reads_per_s']:,.0f} reads/s "
+            f"({_duration(st['quant_seconds_left'])})"
+        )
+    how = (
+        f"downloads overlap quantification (prefetch {st['prefetch']}): the longer counts"
+        if st["overlap"]
+        else "prefetch 0: downloads and quantification take turns, so both count"
+    )
+    return f"about {_duration(st['eta_s'])} left: " + ", ".join(parts) + (f"; {how}" if len(parts) > 1 else "")
+
+
+def format_status(st: dict, output_dir, now: float | None = None) -> str:
     """Plain text for one species."""
+    now = time.time() if now is None else now
     lines = [f"{st['species']}: {st['state']}"]
     if st["state"] == "not started":
         return lines[0] + " (no plan yet: SplitMetadata has not run)"
@@ -135,14 +203,16 @@ def format_status(st: dict, output_dir) -> str:
     if st["state"] == "done":
         lines.append(f"  time     {_duration(st['elapsed_s'])} from planning to the merged tables")
     else:
-        pace = (
-            f"about {_duration(st['eta_s'])} left at the pace of the last batches"
-            if st["eta_s"]
-            else "time left: not known yet (fewer than 2 batches done)"
-            if st["batches_cleaned"] < st["batches"]
-            else ""
-        )
-        lines.append(f"  time     {_duration(st['elapsed_s'])} since planning" + (f"; {pace}" if pace else ""))
+        lines.append(f"  time     {_duration(st['elapsed_s'])} since planning")
+        if st["batches_cleaned"] < st["batches"]:
+            left = _time_left(st)
+            stopped = st["state"].startswith("stopped")
+            lines.append(f"  left     {left}" + (" (once resumed)" if stopped and st["eta_s"] is not None else ""))
+        else:
+            lines.append("  left     every batch is done; the merge is what is left")
+    lines.append(_liveness_line(st["liveness"], now))
+    if st["state"] == "stopped":
+        lines.append("  resume   run the same luigi command again: finished batches are skipped")
     for f in st["failed"][:SHOW_FAILED]:
         lines.append(f"  failed   {f['run']} (batch {f['batch']}, {f['stage'] or '?'}): {f['reason']}")
     if len(st["failed"]) > SHOW_FAILED:
@@ -151,12 +221,12 @@ def format_status(st: dict, output_dir) -> str:
             "when the species finishes"
         )
     if st["failed"]:
-        lines.append(f"  retry    python -m pipeline.retry {output_dir}  (then the same luigi command again)")
+        lines.append(f"  retry    {RETRY_COMMAND} {output_dir}  (then the same luigi command again)")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.status", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="rnaseq-batch status", description=__doc__.split("\n\n")[0])
     ap.add_argument("output_dir")
     ap.add_argument("--species", action="append", help="only this species (repeatable)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -183,13 +253,14 @@ def main(argv=None) -> int:
         print(f"no species under {a.output_dir} has started", file=sys.stderr)
         return 2
     now = time.time()
+    live = liveness(root, now)
     try:
-        figures = [species_status(root, name, now) for name in names]
+        figures = [species_status(root, name, now, live) for name in names]
     except InputError as e:
         print(str(e), file=sys.stderr)
         return 2
     if a.json:
         print(json.dumps(figures, indent=1))
     else:
-        print("\n\n".join(format_status(st, a.output_dir) for st in figures))
+        print("\n\n".join(format_status(st, a.output_dir, now) for st in figures))
     return 0

@@ -6,12 +6,38 @@ from __future__ import annotations
 import email.utils
 import http.client
 import re
+import socket
+import ssl
 import time
+import urllib.parse
 from typing import Iterator, Optional
 
 from .retry import Retryable, RetryPolicy
 
 CHUNK = 1 << 20
+
+
+def connection_problem(e: BaseException) -> str:
+    """Why a connection could not be made, in words: DNS, refused, TLS, timed out, reset, ..."""
+    reason = getattr(e, "reason", e)
+    if isinstance(reason, socket.gaierror):
+        return f"DNS lookup failed ({reason.strerror or reason})"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error ({getattr(reason, 'reason', None) or reason})"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(reason, ConnectionResetError):
+        return "connection reset by the server"
+    return f"connection failed ({reason})"
+
+
+def host_of(url: str) -> str:
+    """``host[:port]`` of a URL, to name a server in a message without quoting its whole URL."""
+    return urllib.parse.urlsplit(url).netloc or url[:60]
+
+
 #: HTTP statuses worth another attempt (the server is busy or briefly broken).
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = "rnaseq-batch-pipeline/0.1"

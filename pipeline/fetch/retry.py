@@ -41,13 +41,28 @@ class RetryPolicy:
 
 
 def wait_or_give_up(
-    policy: RetryPolicy, attempt: int, why: Retryable, log: RunLog, label: str, give_up: Callable[[str], Exception]
+    policy: RetryPolicy, attempt: int, why: Retryable, log: RunLog, label: str, give_up: GiveUp
 ) -> None:
     """After attempt ``attempt`` failed with ``why``: raise ``give_up(message)`` when it was the
     last one, else log and sleep the back-off (or the server's hint) before the next."""
     if attempt >= policy.attempts:
         log.write(f"{label}: attempt {attempt}: {why}; giving up")
-        raise give_up(f"failed after {attempt} attempts; last: {why}") from None
+        w = give_up.waited
+        waited = f" over {w:.1f} s of waiting" if 0 < w < 10 else f" over {w:.0f} s of waiting" if w else ""
+        raise give_up(f"failed after {attempt} attempts{waited}; last: {why}") from None
     wait = policy.delay(attempt, why.wait)
     log.write(f"{label}: attempt {attempt}: {why}; retrying in {wait:.1f} s")
     time.sleep(wait)
+    give_up.waited += wait
+
+
+class GiveUp:
+    """``give_up`` for :func:`wait_or_give_up` that counts the back-off slept, so the final message
+    says how long the whole effort waited: ``GiveUp(lambda m: SomeError(f"{host}: {m}"))``."""
+
+    def __init__(self, make: Callable[[str], Exception]):
+        self.make = make
+        self.waited = 0.0
+
+    def __call__(self, message: str) -> Exception:
+        return self.make(message)

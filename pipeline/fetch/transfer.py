@@ -20,8 +20,17 @@ from typing import Callable, Optional
 
 from ..model import ExpectedFailure, RemoteFile
 from ..runlog import RunLog
-from .http import CHUNK, RETRY_STATUSES, USER_AGENT, parse_content_range, read_blocks, retry_after
-from .retry import Retryable, RetryPolicy, wait_or_give_up
+from .http import (
+    CHUNK,
+    RETRY_STATUSES,
+    USER_AGENT,
+    connection_problem,
+    host_of,
+    parse_content_range,
+    read_blocks,
+    retry_after,
+)
+from .retry import GiveUp, Retryable, RetryPolicy, wait_or_give_up
 
 #: A local file name the pipeline will write: no folders, no leading dot, nothing to escape.
 SAFE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -88,8 +97,7 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
             raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After"))) from None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        reason = getattr(e, "reason", e)
-        raise Retryable(f"connection failed: {reason}") from None
+        raise Retryable(f"{host_of(url)}: {connection_problem(e)}") from None
     with resp:
         mode = "ab"
         h = hashlib.md5() if rf.md5 else None
@@ -162,6 +170,7 @@ def fetch(
             dest.unlink()
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     attempt = 0
+    give_up = GiveUp(lambda m: DownloadError(f"{url}: {m}"))
     md5_retry_done = False
     while True:
         attempt += 1
@@ -189,7 +198,7 @@ def fetch(
             log.write(f"{dest.name}: ok, {size} bytes from {url} (attempt {attempt})")
             return {"path": str(dest), "bytes": size, "attempts": attempt, "url": url}
         except Retryable as r:
-            wait_or_give_up(policy, attempt, r, log, dest.name, lambda m: DownloadError(f"{url}: {m}"))
+            wait_or_give_up(policy, attempt, r, log, dest.name, give_up)
         except DownloadError as e:
             log.write(f"{dest.name}: {e}")
             part.unlink(missing_ok=True)

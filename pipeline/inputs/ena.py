@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..fetch.http import RETRY_STATUSES, USER_AGENT, read_blocks, retry_after
-from ..fetch.retry import Retryable, RetryPolicy, wait_or_give_up
+from ..fetch.http import RETRY_STATUSES, USER_AGENT, connection_problem, host_of, read_blocks, retry_after
+from ..fetch.retry import GiveUp, Retryable, RetryPolicy, wait_or_give_up
 from ..files import staged_path
 from ..model import ExpectedFailure
 from ..runlog import RunLog
@@ -138,7 +138,7 @@ def _attempt(url: str, part: Path, policy: RetryPolicy, query: str) -> None:
             raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After"))) from None
         raise EnaError(f"{url}: HTTP {e.code} {e.reason}: {_snippet(body) or '(empty body)'}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise Retryable(f"connection failed: {getattr(e, 'reason', e)}") from None
+        raise Retryable(connection_problem(e)) from None
     with resp:
         if resp.status == 204:
             raise EnaError(f"ENA returned no runs for query {query!r} ({url}): check the taxon id / query")
@@ -186,6 +186,8 @@ def fetch_search(
         log.write(f"{dest.name}: reusing the saved ENA answer ({runs} runs)")
         return {"path": str(dest), "runs": runs, "url": url, "reused": True, "seconds": round(time.monotonic() - t0, 3)}
     dest.parent.mkdir(parents=True, exist_ok=True)
+    log.write(f"ENA search: {url}")
+    give_up = GiveUp(lambda m: EnaError(f"ENA portal {host_of(url)}: {m}"))
     attempt = 0
     try:
         with staged_path(dest, str(os.getpid())) as part:
@@ -196,7 +198,7 @@ def fetch_search(
                     runs = _check_table(part, url, query)
                     break
                 except Retryable as r:
-                    wait_or_give_up(policy, attempt, r, log, "ENA search", lambda m: EnaError(f"{url}: {m}"))
+                    wait_or_give_up(policy, attempt, r, log, "ENA search", give_up)
     except EnaError as e:
         log.write(f"ENA search: {e}")
         raise
