@@ -131,3 +131,18 @@ class BatchProgress:
             duration(took),
             nbytes / 1e6 / max(took, 1e-9),
         )
+
+
+def download_done(paths: SpeciesPaths, batch: int, figures: dict) -> str:
+    secs = max(float(figures.get("seconds") or 0), 1e-9)
+    mb = figures.get("bytes", 0) / 1e6
+    return (
+        f"{batch_label(paths, batch)}: downloaded {figures.get('ok', 0)}/{len(figures.get('runs', []))} "
+        f"run(s), {mb:.1f} MB, {mb / secs:.1f} MB/s"
+    )
+
+
+def quant_done(paths: SpeciesPaths, batch: int, figures: dict) -> str:
+    runs = [r["run"] for r in figures.get("runs", [])]
+    shown = ", ".join(runs[:4]) + (" ..." if len(runs) > 4 else "")
+    return f"{batch_label(paths, batch)}: kallisto done on {figures.get('ok', 0)}/{len(runs)} run(s) ({shown})"

@@ -18,7 +18,7 @@ from typing import Optional
 
 import luigi
 
-from . import settings, steps
+from . import progress, settings, steps
 from .cli.console import install_failure_filter, install_progress_handler, report_input_error
 from .files import atomic_write_json, read_json
 from .heartbeat import Heartbeat, run_log_path, start_run
@@ -69,13 +69,14 @@ class SpeciesTask(luigi.Task):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         started_at, t0 = time.time(), time.monotonic()
         figures = step(self.cfg, self.paths, *args)
-        self.status(f"{self.cfg.species}: {self.get_task_family()} done", 100)
-        atomic_write_json(
-            self.output().path,
-            figures
-            | {"seconds": round(time.monotonic() - t0, 3), "started_at": started_at, "finished_at": time.time()},
-        )
+        figures |= {"seconds": round(time.monotonic() - t0, 3), "started_at": started_at, "finished_at": time.time()}
+        self.status(self.done_message(figures), 100)
+        atomic_write_json(self.output().path, figures)
         return figures
+
+    def done_message(self, figures: dict) -> str:
+        """The web view's last word on a finished task."""
+        return f"{self.cfg.species}: {self.get_task_family()} done"
 
     def status(self, message: str, percent: Optional[float] = None) -> None:
         try:
@@ -111,6 +112,9 @@ class BuildIndex(SpeciesTask):
     def output(self):
         return luigi.LocalTarget(str(self.paths.marker(INDEX)))
 
+    def done_message(self, figures: dict) -> str:
+        return f"{self.cfg.species}: kallisto index done ({Path(figures['transcriptome']).name})"
+
     def run(self):
         self.run_step(steps.build_species_index, shared(), self.status)
 
@@ -131,6 +135,9 @@ class BatchDownload(BatchTask):
     def output(self):
         return self.batch_marker(DOWNLOAD)
 
+    def done_message(self, figures: dict) -> str:
+        return progress.download_done(self.paths, self.batch, figures)
+
     def run(self):
         self.run_step(lambda cfg, paths: steps.download_batch(cfg, paths, self.batch, shared(), self.status))
 
@@ -150,6 +157,9 @@ class BatchQuant(BatchTask):
 
     def output(self):
         return self.batch_marker(QUANT)
+
+    def done_message(self, figures: dict) -> str:
+        return progress.quant_done(self.paths, self.batch, figures)
 
     def run(self):
         downloaded = read_json(self.input()["download"].path)["runs"]
@@ -194,14 +204,14 @@ class MultiSpecies(luigi.WrapperTask):
 
     def requires(self):
         try:
-            steps.check_output_dir(self.output_dir)
             configs = load_all(self.config_dir, caps={r: settings.resource_cap(r) for r in ("cpu", "download")})
-            _start_heartbeat(self.output_dir)
             species = [Species(config_path=str(c.path), output_dir=self.output_dir) for c in configs]
             # local metadata tables of unfinished species are checked before any species downloads
             for c, task in zip(configs, species):
                 if c.metadata_file and not task.complete():
                     _check_metadata(str(c.path), c.metadata_file.stat().st_mtime_ns)
+            steps.check_output_dir(self.output_dir)  # made here, once every input is known to be good
+            _start_heartbeat(self.output_dir)
         except InputError as e:
             report_input_error(e)
             raise

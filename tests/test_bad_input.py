@@ -483,13 +483,9 @@ def test_malformed_md5_is_rejected_before_downloading(tmp_path, bad_md5):
 
 
 def _configured_cpu() -> int:
-    import configparser
+    from pipeline import settings  # the packaged settings, with the project's luigi.cfg over them
 
-    from helpers import ROOT
-
-    cp = configparser.ConfigParser()
-    cp.read(ROOT / "luigi.cfg")
-    return cp.getint("resources", "cpu", fallback=1)
+    return settings.resource_cap("cpu")
 
 
 def test_quant_threads_above_the_cpu_resource_is_caught(tmp_path):

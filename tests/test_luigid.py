@@ -177,12 +177,14 @@ def test_run_through_luigid_reports_every_task_and_status_messages(tmp_path, lui
     assert all(done[tid]["status_message"] == msg for tid, msg in messages.items())
     download_msgs = [messages[t] for t in by_family["BatchDownload"] if t in messages]
     assert len(download_msgs) == 2, messages
-    assert all(re.match(r"Simulata_luigid batch [01]: ", m) for m in download_msgs), download_msgs
+    assert all(re.match(r"Simulata_luigid batch [12]/2: downloaded 1/1 run\(s\), [0-9.]+ MB, [0-9.]+ MB/s$", m)
+               for m in download_msgs), download_msgs  # fmt: skip
     quant_msgs = [messages[t] for t in by_family["BatchQuant"] if t in messages]
-    assert any("kallisto DRR0001" in m for m in quant_msgs), messages
+    assert all(re.match(r"Simulata_luigid batch [12]/2: kallisto done on 1/1 run\(s\) \(DRR0001", m)
+               for m in quant_msgs), messages  # fmt: skip
     index_msgs = [messages[t] for t in by_family["BuildIndex"] if t in messages]
-    assert index_msgs and "kallisto index" in index_msgs[0], messages
+    assert index_msgs and "kallisto index done" in index_msgs[0], messages
     progress = [
         api(luigid, "get_task_progress_percentage", task_id=t)["progressPercentage"] for t in by_family["BatchDownload"]
     ]
-    assert any(p is not None for p in progress), progress
+    assert progress == [100, 100], progress  # a finished task shows 100 %
