@@ -214,3 +214,29 @@ def test_an_installed_copy_runs_from_outside_the_checkout(tmp_path, sim):
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == OK, r.stderr[-3000:]
     assert (tmp_path / "out" / "Clia_testis" / "merged" / "Clia_testis_tpm.tsv").is_file()
+
+
+def test_luigid_subcommand_keeps_its_state_under_the_output_folder(tmp_path):
+    """`rnaseq-batch luigid OUT` works on a fresh folder: it makes OUT/luigid/ and serves the API."""
+    import json
+    import urllib.request
+
+    port = _closed_port()
+    out = tmp_path / "fresh" / "out"
+    p = subprocess.Popen([CLI, "luigid", str(out), "--port", str(port)], cwd=_elsewhere(tmp_path), env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        answer = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and answer is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/task_list?data={{}}", timeout=2) as r:
+                    answer = json.loads(r.read())
+            except OSError:
+                time.sleep(0.2)
+        assert answer is not None and "response" in answer, p.stderr.read() if p.poll() is not None else ""
+        assert (out / "luigid").is_dir()
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=30)
+    assert (out / "luigid" / "state.pickle").is_file()  # written when the scheduler stops

@@ -82,7 +82,9 @@ def test_persistent_503_is_a_named_failure(archive, tmp_path):
     server, _, md5 = archive
     server.set_fault("/R_1.fastq.gz", status=503)
     dest = tmp_path / "R_1.fastq.gz"
-    with pytest.raises(DownloadError, match=r"R_1.fastq.gz: failed after 5 attempts over [0-9.]+ s of waiting; last: HTTP 503"):
+    with pytest.raises(
+        DownloadError, match=r"R_1.fastq.gz: failed after 5 attempts over [0-9.]+ s of waiting; last: HTTP 503"
+    ):
         fetch(_rf(server, md5), dest, policy=FAST)
     assert not dest.exists() and len(_gets(server)) == 5
 
