@@ -13,8 +13,10 @@ The time left is two remainders, each at a rate measured on this species' own fi
   ``seconds`` of the ok runs in the quant markers, times how many quant batches ran at once on
   average (their summed ``seconds`` over the union of their spans; 1 when they never overlapped).
 
-Runs already quantified (``quant/RUN/abundance.tsv``, e.g. after a retry) count neither bytes nor
-reads; neither do runs a download marker says failed. With ``batch.prefetch`` >= 1 (from the
+When no run of the plan has a size (or a read count), the mean is what the downloaded runs
+brought (what kallisto processed) instead. Runs already quantified (``quant/RUN/abundance.tsv``,
+e.g. after a retry) count neither bytes nor reads; a run a download marker says failed counts no
+reads. A batch file that is missing or unreadable makes the remainder unknown (None). With ``batch.prefetch`` >= 1 (from the
 split marker) downloads and quantification overlap, so the time left is
 ``max(download_left, quant_left)``; with ``prefetch`` 0 they take turns, so it is their sum. Either
 remainder is None until its rate is measurable, and so then is the total: before the first
@@ -29,6 +31,7 @@ by path and (mtime, size, inode). A call then costs a listing of ``work/markers/
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -52,6 +55,7 @@ DEFAULT_PREFETCH = SpeciesConfig.prefetch
 CACHE_LIMIT = 200_000
 
 T = TypeVar("T")
+_MEASURED = (f"{DOWNLOAD}_", f"{QUANT}_")  # the markers read here (cleanups are not)
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,17 @@ def _cached(entry: os.DirEntry, load: Callable[[str], T]) -> Optional[T]:
         return None
 
 
+@functools.lru_cache(maxsize=64)
+def _names_of(paths_root: str, species: str, n: int) -> tuple[str, ...]:
+    paths = SpeciesPaths(Path(paths_root), species)
+    return tuple(paths.batch_file(b).name for b in range(n))
+
+
+def _batch_names(paths: SpeciesPaths, n: int) -> tuple[str, ...]:
+    """The names of batch files 0 .. n-1 (built once per species and count: pathlib is slow)."""
+    return _names_of(str(paths.output_dir), paths.species, n)
+
+
 def _entries(folder: Path) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as it:
@@ -259,7 +274,7 @@ def estimate(paths: SpeciesPaths, now: Optional[float] = None) -> dict:
             except (OSError, ValueError):
                 split = None
             continue
-        parsed = parse_batch_marker(e.name) if e.name.endswith(".json") else None
+        parsed = parse_batch_marker(e.name) if e.name.startswith(_MEASURED) else None
         if parsed is None:
             continue
         stage, b = parsed
@@ -271,10 +286,10 @@ def estimate(paths: SpeciesPaths, now: Optional[float] = None) -> dict:
         return out
     n = int(split.get("batches", 0))
     prefetch = int(split.get("prefetch", DEFAULT_PREFETCH))
-    by_name = {e.name: e for e in _entries(paths.metadata / "batches")}
+    by_name = {e.name: e for e in _entries(paths.batch_file(0).parent)}
     plans: list[Optional[BatchPlan]] = []
-    for b in range(n):
-        entry = by_name.get(paths.batch_file(b).name)
+    for b, name in enumerate(_batch_names(paths, n)):
+        entry = by_name.get(name)
         plans.append(_cached(entry, _load_batch) if entry is not None else None)
         if plans[-1] is None:
             logger.debug("eta: batch file %s is missing or unreadable: the time left is not known", paths.batch_file(b))
@@ -289,49 +304,46 @@ def estimate(paths: SpeciesPaths, now: Optional[float] = None) -> dict:
 
     to_download = [b for b in range(n) if b not in downloads]
     to_quantify = [b for b in range(n) if b not in quants]
-    on_disk = {e.name for e in _entries(paths.fastq) if e.is_dir(follow_symlinks=False)}
-    quant_dirs = {e.name for e in _entries(paths.quant)}
+    pending = bool(to_download or to_quantify)  # else neither folder is looked at
+    on_disk = {e.name for e in _entries(paths.fastq) if e.is_dir(follow_symlinks=False)} if pending else set()
+    quant_dirs = {e.name for e in _entries(paths.quant)} if pending else set()
+
+    failed = {b: d.failed for b, d in downloads.items() if d.failed}
+    touched = on_disk | quant_dirs | {r for names in failed.values() for r in names}
 
     def quantified(run: str) -> bool:
         return run in quant_dirs and (paths.quant / run / "abundance.tsv").is_file()
 
-    def left(
-        batches: list[int],
-        values: Callable[[BatchPlan], tuple[Optional[int], ...]],
-        mean: Optional[float],
-        skip: Callable[[int, str], bool],
-        less: Callable[[str], int] = lambda run: 0,
-    ) -> Optional[float]:
-        """Sum of ``values`` over the runs of ``batches`` (unknown: ``mean``) less what ``less``
-        says is done of each run; None when a batch file or every known value is missing."""
+    def left(batches: list[int], what: str, mean: Optional[float], skip, less=lambda run: 0) -> Optional[float]:
+        """Sum of the plan's ``what`` ("bytes" or "reads") over the runs of ``batches`` (unknown:
+        ``mean``), without the runs ``skip(batch, run)`` and less ``less(run)`` of each; None
+        when a batch file is missing, or a value is unknown and so is the mean."""
         total = 0.0
         for b in batches:
             plan = plans[b]
             if plan is None:
                 return None
-            for run, v in zip(plan.runs, values(plan)):
-                if skip(b, run):
-                    continue
-                if v is None and mean is None:
-                    return None
-                x = float(v) if v is not None else float(mean or 0)
-                total += max(0.0, x - less(run))
+            values: tuple[Optional[int], ...] = getattr(plan, what)
+            known, n_known = getattr(plan, f"known_{what}"), getattr(plan, f"n_known_{what}")
+            if mean is None and n_known < len(values):
+                return None
+            if touched.isdisjoint(plan.runs):  # nothing of this batch done yet: its totals
+                total += known + (len(values) - n_known) * (mean or 0.0)
+                continue
+            for run, v in zip(plan.runs, values):
+                if not skip(b, run):
+                    x = float(v) if v is not None else (mean or 0.0)
+                    total += max(0.0, x - less(run))
         return total
 
     bytes_left = left(
         to_download,
-        lambda p: p.bytes,
+        "bytes",
         mean_bytes,
         lambda b, run: quantified(run),
         lambda run: tree_bytes(paths.run_fastq(run)) if run in on_disk else 0,
     )
-    failed = {b: d.failed for b, d in downloads.items() if d.failed}
-    reads_left = left(
-        to_quantify,
-        lambda p: p.reads,
-        mean_reads,
-        lambda b, run: (b in failed and run in failed[b]) or quantified(run),
-    )
+    reads_left = left(to_quantify, "reads", mean_reads, lambda b, run: run in failed.get(b, ()) or quantified(run))
 
     dl_spans = [d.span for d in downloads.values() if d.bytes > 0 and d.span is not None]
     dl_wall = covered_seconds(dl_spans)

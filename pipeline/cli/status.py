@@ -42,9 +42,10 @@ ETA_FIELDS = (
     "prefetch",
     "overlap",
     "finishes_at",
+    "measured_at",
 )
 #: fields of :func:`pipeline.heartbeat.liveness` kept under ``liveness``
-LIVENESS_FIELDS = ("state", "why", "pid", "host", "started_at", "updated_at", "stopped_at", "exit_code")
+LIVENESS_FIELDS = ("state", "why", "pid", "host", "started_at", "updated_at", "stopped_at", "exit_code", "command")
 RETRY_COMMAND = "rnaseq-batch retry"
 
 
@@ -153,31 +154,39 @@ def _liveness_line(live: dict, now: float) -> str:
     return f"  run      stopped as far as can be told: {live.get('why')}; none is known to be alive"
 
 
-def _time_left(st: dict) -> str:
-    """What is left of the batches, and what the figure is made of."""
+def _again(live: dict) -> str:
+    command = live.get("command")
+    if isinstance(command, list) and command:
+        return "the same command again: " + " ".join(map(str, command))
+    return "the same command again (rnaseq-batch run ...)"
+
+
+def _time_left(st: dict) -> list[str]:
+    """What is left of the batches (lines after ``left``), and what the figure is made of."""
     if st["eta_s"] is None:
         if st["download_bytes_per_s"] is None and st["bytes_left"]:
-            return "time left: not known yet (no batch downloaded yet)"
+            return ["not known yet (no batch downloaded yet: the download rate is not measured)"]
         if st["quant_reads_per_s"] is None and st["reads_left"]:
-            return "time left: not known yet (no run quantified yet)"
-        return "time left: not known"
+            return ["not known yet (no run quantified yet: the kallisto rate is not measured)"]
+        return ["not known (a batch file is missing or unreadable, or no run has a size or read count)"]
+    how = (
+        f"downloads overlap quantification with prefetch {st['prefetch']}, so the longer counts"
+        if st["overlap"]
+        else "with prefetch 0 downloads and quantification take turns, so both count"
+    )
+    when = " once resumed" if st["state"].startswith("stopped") else ""
     parts = []
     if st["bytes_left"]:
         parts.append(
-            f"{human(st['bytes_left'])} to download at {human(st['download_bytes_per_s'])}/s "
-            f"({_duration(st['download_seconds_left'])})"
+            f"{human(st['bytes_left'])} to download at {human(st['download_bytes_per_s'])}/s: "
+            f"{_duration(st['download_seconds_left'])}"
         )
     if st["reads_left"]:
         parts.append(
-            f"{st['reads_left']:,} reads to quantify at {st['quant_reads_per_s']:,.0f} reads/s "
-            f"({_duration(st['quant_seconds_left'])})"
+            f"{st['reads_left']:,} reads to quantify at {st['quant_reads_per_s']:,.0f} reads/s: "
+            f"{_duration(st['quant_seconds_left'])}"
         )
-    how = (
-        f"downloads overlap quantification (prefetch {st['prefetch']}): the longer counts"
-        if st["overlap"]
-        else "prefetch 0: downloads and quantification take turns, so both count"
-    )
-    return f"about {_duration(st['eta_s'])} left: " + ", ".join(parts) + (f"; {how}" if len(parts) > 1 else "")
+    return [f"about {_duration(st['eta_s'])} left{when} ({how})", "; ".join(parts)] if parts else ["none"]
 
 
 def format_status(st: dict, output_dir, now: float | None = None) -> str:
@@ -205,14 +214,16 @@ def format_status(st: dict, output_dir, now: float | None = None) -> str:
     else:
         lines.append(f"  time     {_duration(st['elapsed_s'])} since planning")
         if st["batches_cleaned"] < st["batches"]:
-            left = _time_left(st)
-            stopped = st["state"].startswith("stopped")
-            lines.append(f"  left     {left}" + (" (once resumed)" if stopped and st["eta_s"] is not None else ""))
+            first, *more = _time_left(st)
+            lines.append(f"  left     {first}")
+            lines.extend(f"           {line}" for line in more)
+        elif st["state"] == "stopped with failures":
+            lines.append("  left     every batch is done; the runs that failed are left (see retry below)")
         else:
             lines.append("  left     every batch is done; the merge is what is left")
     lines.append(_liveness_line(st["liveness"], now))
     if st["state"] == "stopped":
-        lines.append("  resume   run the same luigi command again: finished batches are skipped")
+        lines.append(f"  resume   {_again(st['liveness'])}; finished batches are skipped")
     for f in st["failed"][:SHOW_FAILED]:
         lines.append(f"  failed   {f['run']} (batch {f['batch']}, {f['stage'] or '?'}): {f['reason']}")
     if len(st["failed"]) > SHOW_FAILED:
@@ -221,7 +232,7 @@ def format_status(st: dict, output_dir, now: float | None = None) -> str:
             "when the species finishes"
         )
     if st["failed"]:
-        lines.append(f"  retry    {RETRY_COMMAND} {output_dir}  (then the same luigi command again)")
+        lines.append(f"  retry    {RETRY_COMMAND} {output_dir}  (then {_again(st['liveness'])})")
     return "\n".join(lines)
 
 
