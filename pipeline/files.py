@@ -113,3 +113,20 @@ def remove_tree_files(root) -> int:
             except OSError:
                 pass
     return freed
+
+
+def remove_stale_temps(root) -> list[Path]:
+    """Remove every temporary (``.NAME[.TAG].tmp``, file or folder) below ``root``; return them.
+
+    Only for a process that alone writes ``root`` (it holds the run lock exclusively): what an
+    interrupted run left is never needed again (resumable downloads are ``.NAME.part``, kept).
+    """
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*filenames, *dirnames]:
+            if is_temp_name(name):
+                p = Path(dirpath) / name
+                remove_path(p)
+                removed.append(p)
+        dirnames[:] = [d for d in dirnames if not is_temp_name(d)]
+    return removed

@@ -8,6 +8,7 @@ a callable ``(message, percent or None)`` for the scheduler's web view; it may d
 
 from __future__ import annotations
 
+import errno
 import logging
 import tempfile
 import threading
@@ -242,8 +243,20 @@ def download_batch(
             return RunDownload(run=run.run, status="quantified", reason="already quantified")
         log = RunLog(paths.run_log(run.run))
         log.write(f"download: batch {batch}, sources {', '.join(cfg.sources)}")
-        res = obtain_run(run, paths.run_fastq(run.run), setup, log)
-        res = apply_max_bp(run, res, paths.run_fastq(run.run), cfg.max_bp, log)
+        try:
+            res = obtain_run(run, paths.run_fastq(run.run), setup, log)
+            res = apply_max_bp(run, res, paths.run_fastq(run.run), cfg.max_bp, log)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            left, _ = space_needed(cfg, paths, batch, runs)
+            message = (
+                f"{cfg.species} batch {batch}: the disk filled while {run.run} was downloading into "
+                f"{paths.run_fastq(run.run)}: {human(left)} of this batch still to come, "
+                f"{human(space.free_bytes(paths.fastq))} free. Make room and run again: partial files resume"
+            )
+            log.write(message)
+            raise space.DiskFullError(message) from None
         progress.run_done(run.run, res.status)
         return res
 

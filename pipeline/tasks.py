@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Optional
 
 import luigi
+import luigi.interface
 
 from . import progress, settings, steps
 from .cli.console import install_failure_filter, install_progress_handler, report_input_error
-from .files import atomic_write_json, read_json
+from .files import atomic_write_json, read_json, remove_stale_temps
 from .heartbeat import Heartbeat, run_log_path, start_run
 from .inputs.species_config import SpeciesConfig, load_all, load_species_config
 from .model import InputError
 from .paths import CLEANUP, DOWNLOAD, INDEX, QUANT, SPECIES, SPLIT, SpeciesPaths
+from .runlock import LockRefused, RunLock
 from .runlog import RunLog
 
 logger = logging.getLogger(__name__)
@@ -121,12 +123,13 @@ class BuildIndex(SpeciesTask):
 
 class BatchDownload(BatchTask):
     """Download the batch's runs. Batch n waits for the cleanup of batch n - prefetch - 1, so at
-    most ``prefetch + 1`` batches of reads are on disk at once."""
+    most ``prefetch + 1`` batches of reads are on disk at once, and for the species' index."""
 
     resources = {"download": 1}
 
     def requires(self):
-        deps: list[luigi.Task] = [SplitMetadata(**self.species_args())]
+        # the index first: no read is fetched for a species whose reference cannot be had
+        deps: list[luigi.Task] = [SplitMetadata(**self.species_args()), BuildIndex(**self.species_args())]
         earlier = self.batch - self.cfg.prefetch - 1
         if earlier >= 0:
             deps.append(BatchCleanup(batch=earlier, **self.species_args()))
@@ -211,7 +214,7 @@ class MultiSpecies(luigi.WrapperTask):
                 if c.metadata_file and not task.complete():
                     _check_metadata(str(c.path), c.metadata_file.stat().st_mtime_ns)
             steps.check_output_dir(self.output_dir)  # made here, once every input is known to be good
-            _start_heartbeat(self.output_dir)
+            claim_output_dir(self.output_dir)
         except InputError as e:
             report_input_error(e)
             raise
@@ -222,10 +225,38 @@ class MultiSpecies(luigi.WrapperTask):
 HEARTBEATS: dict[str, Heartbeat] = {}
 
 
-def _start_heartbeat(output_dir: str) -> None:
+#: output directory -> the run lock this process holds on it
+LOCKS: dict[str, RunLock] = {}
+#: refusals to share an output directory with another run (rnaseq-batch run exits 10 on one)
+REFUSED: list[str] = []
+#: how this process claims an output directory: ``rnaseq-batch run`` sets these from its options
+CLAIM: dict[str, Optional[bool]] = {"wait": False, "shared": None}
+
+
+def claim_output_dir(output_dir: str) -> None:
+    """Take the run lock of ``output_dir`` (exclusive on a local scheduler, shared among the workers
+    of one luigid), clear what an interrupted run left when alone, and start the heartbeat."""
     key = str(Path(output_dir).resolve())
-    if key not in HEARTBEATS:
-        HEARTBEATS[key] = start_run(key)
+    if key in HEARTBEATS:
+        return
+    shared = CLAIM["shared"]
+    if shared is None:
+        shared = not luigi.interface.core().local_scheduler
+    lock = RunLock(key, shared=shared)
+    try:
+        lock.acquire(wait=bool(CLAIM["wait"]), say=logger.warning)
+    except LockRefused as e:
+        REFUSED.append(str(e))
+        raise
+    LOCKS[key] = lock
+    if not shared:
+        removed = remove_stale_temps(key)
+        if removed:
+            shown = ", ".join(str(p.relative_to(key)) for p in removed[:5]) + (" ..." if len(removed) > 5 else "")
+            RunLog(run_log_path(key)).write(
+                f"removed {len(removed)} temporary file(s) an interrupted run left: {shown}"
+            )
+    HEARTBEATS[key] = start_run(key)
 
 
 def note_in_run_logs(message: str) -> None:

@@ -193,7 +193,8 @@ def test_requires_follow_prefetch(tmp_path, sim):
         assert server.requests == [], "planning a species with a local table fetched something"
 
     # prefetch 0: batch n downloads only once batch n - 1 is cleaned up
-    assert BatchDownload(batch=0, **p0).requires() == [SplitMetadata(**p0)]
+    # the index comes first too: no read is fetched for a species whose reference cannot be had
+    assert BatchDownload(batch=0, **p0).requires() == [SplitMetadata(**p0), BuildIndex(**p0)]
     assert BatchCleanup(batch=0, **p0) in BatchDownload(batch=1, **p0).requires()
     assert [_cleanups(BatchDownload(batch=n, **p0)) for n in range(4)] == [set(), {0}, {1}, {2}]
     # prefetch 1: batch 1 may download while batch 0 is quantified; batch 2 waits for batch 0's cleanup
@@ -202,6 +203,7 @@ def test_requires_follow_prefetch(tmp_path, sim):
     assert [_cleanups(BatchDownload(batch=n, **p1)) for n in range(4)] == [set(), set(), {0}, {1}]
     for n in range(4):
         assert SplitMetadata(**p1) in BatchDownload(batch=n, **p1).requires()
+        assert BuildIndex(**p1) in BatchDownload(batch=n, **p1).requires()
 
     # the rest of the chain, the same for any prefetch
     for args in (p0, p1):

@@ -23,6 +23,8 @@ from typing import Optional
 
 #: Exit code of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
+#: [retcode] already_running and not_run, as the packaged settings set them
+ALREADY_RUNNING, NOT_RUN = 10, 25
 PROG = "rnaseq-batch"
 
 
@@ -31,7 +33,7 @@ def _run_parser(sub) -> None:
         "run",
         help="run every species of a config folder (MultiSpecies)",
         description="Run every species of --config-dir into --output-dir. Exit codes: "
-        "0 every species finished; 25 some task was not run; 30 a task failed (failed runs "
+        "0 every species finished; 10 another run holds the output folder; 25 some task was not run; 30 a task failed (failed runs "
         "are listed); 35 the configuration, metadata or output folder has problems; "
         "40 an unexpected error; 130 interrupted.",
     )
@@ -40,6 +42,11 @@ def _run_parser(sub) -> None:
     p.add_argument("--workers", type=int, help="Luigi workers (default: [core] workers, 4)")
     p.add_argument("--scheduler-host", help="use the central scheduler (luigid) on this host instead of a local one")
     p.add_argument("--scheduler-port", type=int, help="port of that scheduler (default 8082)")
+    p.add_argument(
+        "--wait-for-lock",
+        action="store_true",
+        help="if another run holds the output folder, wait for it to end instead of exiting 10",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="Luigi's own log too (-vv: debug)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Luigi's log level")
 
@@ -73,6 +80,7 @@ def run(a: argparse.Namespace) -> int:
     from .. import tasks  # installs the packaged settings before Luigi reads its configuration
 
     argv = luigi_argv(a)
+    tasks.CLAIM.update(wait=a.wait_for_lock, shared=bool(a.scheduler_host))
     signal.signal(signal.SIGTERM, _raise_interrupt)
     code: Optional[int] = None
     try:
@@ -87,7 +95,22 @@ def run(a: argparse.Namespace) -> int:
         code = INTERRUPTED
     finally:
         tasks.end_heartbeats(code)
+    if tasks.REFUSED:
+        return ALREADY_RUNNING
+    if code in (ALREADY_RUNNING, NOT_RUN) and _all_finished(a):
+        return 0  # whoever did the work, every species is finished
     return code
+
+
+def _all_finished(a: argparse.Namespace) -> bool:
+    """Whether every species of the run's config folder has its final marker."""
+    from .. import tasks
+
+    kw = {k: str(Path(v).resolve()) for k, v in (("config_dir", a.config_dir), ("output_dir", a.output_dir)) if v}
+    try:
+        return bool(tasks.MultiSpecies(**kw).complete())
+    except Exception:
+        return False
 
 
 def luigid(a: argparse.Namespace) -> int:

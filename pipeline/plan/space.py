@@ -36,6 +36,10 @@ class DiskSpaceError(ExpectedFailure):
         self.available = available
 
 
+class DiskFullError(ExpectedFailure):
+    """The disk filled during a download. The message names the run, the folder and the bytes needed."""
+
+
 def _existing(path) -> Path:
     """``path`` or its nearest existing parent (the folder a download will be created in may not
     exist yet)."""
