@@ -19,5 +19,5 @@ class RunLog:
         if not self.path:
             return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
-        with self._lock, open(self.path, "a") as fh:
+        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)

@@ -6,6 +6,12 @@ itself, verified, then converts it in a private temp folder inside the run's fol
 ``HOME`` and settings (no cloud probe). Only the final FASTQs are renamed into place; by default
 they are gzipped (level 1) so that both routes leave the same files. ``docs/measurements.md``
 keeps what was measured of fasterq-dump 3.0.3 to choose this.
+
+fasterq-dump 3.0.3 misreads some paths: with a non-ASCII character in the output folder's path it
+names its files ``RUN_1.`` instead of ``RUN_1.fastq``, and with ``%`` in the input's path (``%20``,
+``a%b``) it takes the file for an accession and fails ("invalid accession"). When a path is not
+:func:`vdb_safe`, the tool is handed links in a private folder of the system's temp folder instead
+(:func:`_vdb_view`); the data stays where it was, only the names differ.
 """
 
 from __future__ import annotations
@@ -13,12 +19,15 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from ..files import temp_path
 from ..model import ExpectedFailure
@@ -37,6 +46,8 @@ STDERR_TAIL_LINES = 2
 _TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*\s+")
 _STAT_RE = re.compile(r"^\s*([a-zA-Z][a-zA-Z0-9 -]*?)\s*:\s*([\d,]+)\s*$")
 _MATE_RE = re.compile(r"^(.+)_(\d+)\.fastq$")
+#: Folders tried, in order, for the links of :func:`_vdb_view`.
+VIEW_BASES = (None, "/tmp", "/var/tmp", "/dev/shm")  # None: tempfile.gettempdir()
 
 
 class SraError(ExpectedFailure):
@@ -106,6 +117,63 @@ def fasterq_dump_args(sra_path, outdir, tmpdir, threads: int = 1, exe: str = "fa
     ]
 
 
+def vdb_safe(path) -> bool:
+    """True when fasterq-dump takes ``path`` as it is: printable ASCII without ``%``.
+
+    Quotes, ``$(...)``, ``;``, spaces, backslashes, ``#``, ``?`` and ``:`` were all read right by
+    fasterq-dump 3.0.3; non-ASCII and ``%`` were not (see the module's docstring).
+    """
+    s = os.fspath(path)
+    return isinstance(s, str) and "%" not in s and all(" " <= c <= "~" for c in s)
+
+
+@contextmanager
+def _vdb_view(work: Path, sra_path: Path, run: str, log: RunLog) -> Iterator[tuple[Path, Path]]:
+    """``(work, sra_path)`` as paths fasterq-dump reads right: themselves when both are
+    :func:`vdb_safe`, else links to them (``w`` and the file's name, or ``RUN.sra``) in a private
+    folder (mode 0700) of the first :data:`VIEW_BASES` folder whose own path is safe. The links
+    are removed when the block ends."""
+    if vdb_safe(work) and vdb_safe(sra_path):
+        yield work, sra_path
+        return
+    view: Optional[Path] = None
+    for base in VIEW_BASES:
+        base = base or tempfile.gettempdir()
+        if not vdb_safe(os.path.abspath(base)):
+            continue
+        try:
+            view = Path(tempfile.mkdtemp(prefix="rnaseq-batch-fqd-", dir=os.path.abspath(base)))
+            break
+        except OSError:
+            continue
+    if view is None:
+        log.write(
+            f"fasterq-dump: {run}: no temp folder with a plain path for links; giving fasterq-dump the paths as they are"
+        )
+        yield work, sra_path
+        return
+    name = sra_path.name if vdb_safe(sra_path.name) and sra_path.name != "w" else f"{run}.sra"
+    links = [view / "w", view / name]
+    try:
+        os.symlink(work, links[0], target_is_directory=True)
+        os.symlink(sra_path, links[1])
+        log.write(
+            f"fasterq-dump: {run}: a path holds non-ASCII or '%', which fasterq-dump misreads; it is given links "
+            f"instead: {links[0]} -> {work}, {links[1]} -> {sra_path}"
+        )
+        yield links[0], links[1]
+    finally:
+        for link in links:
+            try:
+                link.unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            view.rmdir()
+        except OSError:
+            pass
+
+
 def pick_outputs(names: Iterable[str]) -> tuple[list[str], list[str]]:
     """Choose among the names of non-empty files fasterq-dump wrote: (FASTQs mate 1 first, ignored).
 
@@ -169,12 +237,15 @@ def _gzip_file(src: Path, dst: Path, level: int = GZIP_LEVEL) -> None:
     src.unlink()
 
 
-def _child_env(work: Path) -> dict:
+def _child_env(work: Path, seen: Optional[Path] = None) -> dict:
+    """fasterq-dump's own ``HOME`` and settings file, made in ``work``; ``seen`` is the path the
+    tool is given for ``work`` (:func:`_vdb_view`), which its environment names."""
     home = work / "home"
     home.mkdir()
     settings = work / "ncbi-settings.mkfg"
     settings.write_text(NCBI_SETTINGS_TEXT)
-    return dict(os.environ, HOME=str(home), NCBI_SETTINGS=str(settings))
+    seen = seen or work
+    return dict(os.environ, HOME=str(seen / home.name), NCBI_SETTINGS=str(seen / settings.name))
 
 
 def version_args(exe: str = "fasterq-dump") -> list[str]:
@@ -206,6 +277,8 @@ def sra_to_fastq(
     log = log or RunLog(None)
     if not SAFE_NAME_RE.fullmatch(run or "") or ".." in run:
         raise SraError(f"invalid run name {run!r}: it names the output files")
+    if os.sep in exe and not os.path.isabs(exe):
+        exe = os.path.abspath(exe)  # it runs in its own folder: a relative path is the caller's
     compress = bool(compress)
     sra_path = Path(sra_path).absolute()
     dest_dir = Path(dest_dir).absolute()
@@ -224,12 +297,15 @@ def sra_to_fastq(
         out, tmp = work / "out", work / "tmp"
         out.mkdir()
         tmp.mkdir()
-        args = fasterq_dump_args(sra_path, out, tmp, threads=threads, exe=exe)
-        log.write("$ " + " ".join(args))
-        try:
-            proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, cwd=work, env=_child_env(work))
-        except FileNotFoundError:
-            raise SraError(f"{run}: {exe} not found: install sra-toolkit (or set [fasterq_dump] binary)") from None
+        with _vdb_view(work, sra_path, run, log) as (seen_work, seen_sra):
+            args = fasterq_dump_args(seen_sra, seen_work / out.name, seen_work / tmp.name, threads=threads, exe=exe)
+            log.write("$ " + shlex.join(args))
+            try:
+                proc = subprocess.run(
+                    args, stdin=subprocess.DEVNULL, capture_output=True, cwd=work, env=_child_env(work, seen_work)
+                )
+            except FileNotFoundError:
+                raise SraError(f"{run}: {exe} not found: install sra-toolkit (or set [fasterq_dump] binary)") from None
         stdout = proc.stdout.decode(errors="replace")
         stderr = proc.stderr.decode(errors="replace")
         for line in (stdout + stderr).splitlines():

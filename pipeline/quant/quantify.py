@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from ..files import atomic_write_json, staged_path
+from ..files import atomic_write_json, atomic_write_text, staged_path
 from ..model import PAIRED, SINGLE, ExpectedFailure, RunQuant
 from ..reads.fastq import FastqError, count_checked
 from ..runlog import RunLog
@@ -28,11 +28,17 @@ def is_quantified(quant_dir, run: str) -> bool:
 
 
 def build_index(fasta, index_path, log_path, exe: str = "kallisto") -> dict:
-    """``kallisto index`` into a temp name, renamed into place on success."""
+    """``kallisto index`` into a temp name, renamed into place on success.
+
+    kallisto runs in the index's folder, given the temp name and the FASTA relative to it (as
+    ``kallisto quant`` is run, see :func:`quantify_run`).
+    """
     index_path = Path(index_path)
     t0 = time.monotonic()
     with staged_path(index_path) as tmp:
-        rc = kallisto.run(kallisto.index_args(fasta, tmp, exe=exe), log_path)
+        cwd = tmp.parent
+        args = kallisto.index_args(kallisto.relative_to(fasta, cwd), kallisto.relative_to(tmp, cwd), exe=exe)
+        rc = kallisto.run(args, log_path, cwd=cwd)
         if rc != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
             raise QuantError(f"kallisto index failed on {fasta} (exit {rc}); see {log_path}")
     return {"index": str(index_path), "bytes": index_path.stat().st_size, "seconds": round(time.monotonic() - t0, 3)}
@@ -62,6 +68,11 @@ def quantify_run(
     ``n_processed`` must equal. Both read the same pages, so the files are read from disk once.
     ``extra`` is recorded with the run (``quant/RUN/pipeline_run.json``), e.g. its source.
     Never raises for the run's own failure.
+
+    kallisto runs in the run's temp folder with ``-o .`` and the index and FASTQs relative to it,
+    so that no folder name of the output tree reaches kallisto's unescaped ``"call"`` in
+    ``run_info.json``; a ``run_info.json`` still made invalid by it (a FASTQ elsewhere whose path
+    holds a quote or a backslash) is read all the same and rewritten as valid JSON, as the log says.
     """
     t0 = time.monotonic()
     quant_dir = Path(quant_dir)
@@ -75,17 +86,17 @@ def quantify_run(
             counting = None if verified else pool.submit(count_checked, fastqs)
             tmp.mkdir(parents=True)
             args = kallisto.quant_args(
-                index,
-                tmp,
-                fastqs,
+                kallisto.relative_to(index, tmp),
+                ".",
+                [kallisto.relative_to(f, tmp) for f in fastqs],
                 threads=threads,
                 single=layout == SINGLE,
                 fragment_length=fragment_length,
                 fragment_sd=fragment_sd,
                 exe=exe,
             )
-            log.write("quant: " + " ".join(args))
-            rc = kallisto.run(args, tmp / "kallisto.log")
+            log.write("quant: " + kallisto.command_line(args, tmp))
+            rc = kallisto.run(args, tmp / "kallisto.log", cwd=tmp)
             try:
                 if counting is not None:
                     spots = counting.result()  # FastqError for a truncated file, before kallisto's verdict
@@ -93,7 +104,7 @@ def quantify_run(
                         raise QuantError(f"{spots} spots in the files but the metadata says {expected_reads}")
                     expected_reads = spots
                     log.write(f"quant: read through {spots} spots while kallisto ran (no md5 to check against)")
-                _check_output(tmp, rc, expected_reads, result)
+                _check_output(tmp, rc, expected_reads, result, log)
             except (QuantError, FastqError, ValueError, OSError):
                 _keep_tool_log(tmp, log)
                 raise
@@ -112,14 +123,28 @@ def quantify_run(
     return result
 
 
-def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: RunQuant) -> None:
-    """kallisto's exit code, its files and its ``n_processed`` against the reads expected."""
+def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: RunQuant, log: RunLog) -> None:
+    """kallisto's exit code, its files and its ``n_processed`` against the reads expected.
+
+    A ``run_info.json`` that kallisto made invalid JSON (its unescaped ``"call"``) is rewritten as
+    valid JSON with the same fields, for whoever reads ``quant/RUN/`` later.
+    """
     if rc != 0:
         raise QuantError(f"kallisto quant exited {rc} (its log is in the run's log file)")
     missing = [f for f in OUTPUT_FILES if not (tmp / f).is_file()]
     if missing:
         raise QuantError(f"kallisto quant wrote no {', '.join(missing)}")
-    info = kallisto.read_run_info(tmp)
+    try:
+        info, repaired = kallisto.load_run_info(tmp)
+    except kallisto.RunInfoError as e:
+        raise QuantError(f"cannot read kallisto's run_info.json: {e}") from None
+    if repaired:
+        atomic_write_text(tmp / "run_info.json", kallisto.run_info_text(info))
+        log.write(
+            'quant: kallisto wrote run_info.json with the command line unescaped in its "call" (a path there '
+            "holds a quote, a backslash or a control character), so the file was not valid JSON with kallisto's "
+            "own figures; rewritten as valid JSON with the same fields"
+        )
     n = int(info.get("n_processed", -1))
     if expected_reads is not None and n != int(expected_reads):
         raise QuantError(
