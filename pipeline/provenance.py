@@ -1,4 +1,5 @@
-"""What produced a result: the versions of the tools, as they report them."""
+"""What produced a result: the versions of the tools as they report them, and the reference
+(md5 of the transcriptome and of the index) every run was quantified against."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import subprocess
 from typing import Callable, Optional, Sequence
 
 from .fetch import sra
+from .fetch.transfer import md5_file
 from .model import Tools
 from .quant import kallisto
 
@@ -25,3 +27,21 @@ def tool_versions(tools: Tools, sources: Sequence[str]) -> dict:
     if "sra" in sources:
         out["fasterq-dump"] = _version(sra.version_args(tools.fasterq_dump), sra.parse_version)
     return out
+
+
+def reference_record(fasta, index, tools: Tools) -> dict:
+    """What each run quantified against this index records: md5s of both files, kallisto's version."""
+    return {
+        "transcriptome_md5": md5_file(fasta),
+        "index_md5": md5_file(index),
+        "kallisto_version": _version(kallisto.version_args(tools.kallisto), kallisto.parse_version),
+    }
+
+
+def reference_groups(records: dict[str, dict]) -> dict[str, list[str]]:
+    """``{index md5: [runs]}`` of the runs whose record names their index (older records do not)."""
+    groups: dict[str, list[str]] = {}
+    for run, rec in records.items():
+        if rec.get("index_md5"):
+            groups.setdefault(rec["index_md5"], []).append(run)
+    return groups

@@ -28,7 +28,7 @@ from .paths import DOWNLOAD, QUANT, SpeciesPaths
 from .plan import batches, space
 from .plan.sizes import human
 from .progress import BatchProgress, batch_label, say_batch_done
-from .provenance import tool_versions
+from .provenance import reference_groups, reference_record, tool_versions
 from .quant import merge
 from .quant.quantify import RUN_RECORD, build_index, is_quantified, quantify_run
 from .runlog import RunLog
@@ -177,7 +177,8 @@ def build_species_index(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared,
         )
         fasta = info["path"]
     status(f"kallisto index {Path(fasta).name}", None)
-    return build_index(fasta, paths.index, paths.index_log, exe=shared.tools.kallisto) | {"transcriptome": str(fasta)}
+    figures = build_index(fasta, paths.index, paths.index_log, exe=shared.tools.kallisto)
+    return figures | {"transcriptome": str(fasta)} | reference_record(fasta, paths.index, shared.tools)
 
 
 # -- a batch -----------------------------------------------------------------------------------
@@ -285,8 +286,13 @@ def quantify_batch(
     downloaded: list[dict],
     tools: Tools,
     status: Status = _no_status,
+    reference: Optional[dict] = None,
 ) -> dict:
-    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``."""
+    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``.
+
+    ``reference`` (the index marker's :func:`~pipeline.provenance.reference_record`) is recorded
+    with every run, so that runs quantified against different references are never merged."""
+    ref = {k: v for k, v in (reference or {}).items() if k in ("transcriptome_md5", "index_md5", "kallisto_version")}
     runs = {r.run: r for r in batches.read_batch(paths.batch_file(batch))}
     results: list[RunQuant] = []
     for i, row in enumerate(downloaded):
@@ -315,7 +321,7 @@ def quantify_batch(
             expected_reads=d.expected_reads,
             verified=bool(d.verified),
             log=log,
-            extra={"source": d.source, "capped": d.capped_bases is not None},
+            extra={"source": run_source(run, d), "capped": yes_no(d.capped_bases is not None)} | ref,
             exe=tools.kallisto,
         )
         if not res.ok:
@@ -330,6 +336,18 @@ def quantify_batch(
         "ok": sum(r.ok for r in results),
         "failed": sum(r.status == "failed" for r in results),
     }
+
+
+def run_source(run: Run, d: RunDownload) -> str:
+    """``ena``, ``sra`` or ``local`` (files of the user's own, given as paths or file:// URLs)."""
+    if d.source == "ena" and run.files and all(f.url.startswith("file:") for f in run.files):
+        return "local"
+    return d.source
+
+
+def yes_no(flag: bool) -> str:
+    """Booleans in the tables the pipeline writes: ``yes``/``no``, as amalgkit spells them."""
+    return "yes" if flag else "no"
 
 
 def cleanup_batch(paths: SpeciesPaths, batch: int) -> dict:
@@ -347,6 +365,20 @@ def failed_runs_text(failures: list[tuple[str, int, str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _refuse_mixed_references(species: str, records: dict[str, dict]) -> None:
+    """A merged table holds runs of one reference: otherwise say which runs used which index."""
+    groups = reference_groups(records)
+    if len(groups) > 1:
+        said = "; ".join(
+            f"index md5 {md5}: {len(rs)} run(s) ({', '.join(rs[:5])}{' ...' if len(rs) > 5 else ''})"
+            for md5, rs in groups.items()
+        )
+        raise SpeciesFailed(
+            f"{species}: runs were quantified against different references, which one table cannot hold: {said}. "
+            "Delete quant/RUN of the runs quantified against the old reference and run again."
+        )
+
+
 def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tools: Tools) -> dict:
     """Merge the quantified runs, write ``failed_runs.tsv`` and ``summary.json``; return the summary.
 
@@ -357,11 +389,13 @@ def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tool
             order.append(r["run"])
             if r["status"] == "failed":
                 failures.append((r["run"], i, r.get("stage", ""), r.get("reason", "")))
+    records = {}
     for run in order:
         info = paths.run_quant(run) / RUN_RECORD
         if info.is_file():
-            d = read_json(info)
+            records[run] = d = read_json(info)
             qc_extra[run] = {k: d.get(k, "") for k in ("layout", "source", "capped")}
+    _refuse_mixed_references(cfg.species, records)
     merged = merge.merge_species(cfg.species, paths.quant, order, paths.merged, qc_extra)
     atomic_write_text(paths.failed_runs, failed_runs_text(failures))
     summary = {

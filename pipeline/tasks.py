@@ -166,8 +166,11 @@ class BatchQuant(BatchTask):
 
     def run(self):
         downloaded = read_json(self.input()["download"].path)["runs"]
+        reference = read_json(self.input()["index"].path)
         self.run_step(
-            lambda cfg, paths: steps.quantify_batch(cfg, paths, self.batch, downloaded, settings.tools(), self.status)
+            lambda cfg, paths: steps.quantify_batch(
+                cfg, paths, self.batch, downloaded, settings.tools(), self.status, reference
+            )
         )
 
 

@@ -241,7 +241,7 @@ def test_max_bp_caps_each_run_and_qc_says_so(tmp_path, sim, kallisto_bin):
         assert r.returncode == 0, r.stderr[-3000:]
     qc = pd.read_csv(out / "Simulata_pairs" / "merged" / "Simulata_pairs_qc.tsv", sep="\t")
     assert qc["n_processed"].tolist() == [1000] * 4
-    assert qc["capped"].tolist() == [True] * 4
+    assert qc["capped"].tolist() == ["yes"] * 4  # booleans are yes/no, as amalgkit writes them
     assert (
         "max_bp: kept the first 1000 spots" in (out / "Simulata_pairs" / "work" / "logs" / "DRR000001.log").read_text()
     )
@@ -366,6 +366,7 @@ def test_private_local_files_are_quantified_and_never_deleted(tmp_path, sim, kal
     assert {p.name: p.read_bytes() for p in own.iterdir()} == before
     qc = pd.read_csv(out / "Simulata_pairs" / "merged" / "Simulata_pairs_qc.tsv", sep="\t")
     assert qc["n_processed"].tolist() == [3000, 3000] and qc["layout"].tolist() == ["PAIRED", "PAIRED"]
+    assert qc["source"].tolist() == ["local", "local"] and qc["capped"].tolist() == ["no", "no"]
     assert files_under(out / "Simulata_pairs" / "fastq") == set()
 
 

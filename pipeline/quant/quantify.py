@@ -111,7 +111,7 @@ def quantify_run(
             atomic_write_json(
                 tmp / RUN_RECORD,
                 {k: v for k, v in result.to_dict().items() if k != "status"}
-                | {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads}
+                | {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads, "kallisto_args": args}
                 | (extra or {}),
             )
         result.status = "ok"
