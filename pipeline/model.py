@@ -2,15 +2,19 @@
 the tools to call, and the name checks that guard them.
 
 Runs travel between tasks as JSON (the batch files, the task markers), so every record converts to
-and from a plain dict. Each name rule (accession, species, source) is defined here once.
+and from a plain dict. Each name rule (accession, species, source, local file name) is defined here
+once, and so is the rule every TSV the pipeline writes follows (:func:`tsv_text`). Every rule
+matches the whole string: a trailing newline or any control character fails it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import reprlib
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 PAIRED = "PAIRED"
 SINGLE = "SINGLE"
@@ -20,9 +24,22 @@ SOURCES = ("ena", "sra")
 #: Characters of a bad value quoted in a message.
 EXCERPT = 80
 
-_ACCESSION_RE = re.compile(r"[SED]RR[0-9]+")
+#: Accession digits allowed (real ones have up to 9): a run names folders and files.
+ACCESSION_DIGITS = 20
+_ACCESSION_RE = re.compile(rf"[SED]RR[0-9]{{1,{ACCESSION_DIGITS}}}")
 _SPECIES_RE = re.compile(r"[A-Za-z0-9_.-]+")
 SPECIES_RULE = "[A-Za-z0-9_.-]+"
+#: Longest species name: it names files such as ``.{species}_eff_length.tsv.{pid}.tmp`` (NAME_MAX 255).
+SPECIES_MAX = 200
+
+#: Control characters: C0 (tab, newline, carriage return among them), DEL, C1, and Unicode's line
+#: and paragraph separators. No name, path, URL, number or checksum the pipeline reads may hold one.
+CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def has_control(value: str) -> bool:
+    """True when ``value`` holds a control character (:data:`CONTROL_RE`)."""
+    return CONTROL_RE.search(value) is not None
 
 
 class ExpectedFailure(Exception):
@@ -39,16 +56,29 @@ class InputError(ExpectedFailure, ValueError):
     """Bad user input (config or metadata). The message names the file, key, run or value."""
 
 
-_REPR = reprlib.Repr()
+class _Excerpt(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        # str() of an int beyond 4,300 digits raises ValueError, and is slow long before that
+        if x.bit_length() > 1024:
+            return f"<{'negative ' if x < 0 else ''}integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _Excerpt()
 _REPR.maxstring = _REPR.maxother = EXCERPT
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 4
+_REPR.maxdeque = _REPR.maxarray = 4
 _REPR.maxlevel = 2
 
 
 def excerpt(value: Any) -> str:
-    """A bounded ``repr`` of ``value`` (escaped, at most a few levels and items): what a message
-    quotes of a bad value, in bounded time whatever the value holds."""
-    return _REPR.repr(value)
+    """A bounded ``repr`` of ``value`` (escaped, at most two levels and four items a level, 80
+    characters of a string): what a message quotes of a bad value, in bounded time and size
+    whatever the value holds (a YAML alias bomb is never walked beyond those items)."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # a value whose own repr fails must not turn a message into a crash
+        return f"<{type(value).__name__}>"
 
 
 def is_accession(value: Any) -> bool:
@@ -59,14 +89,47 @@ def check_accession(value: Any, where: str = "") -> str:
     """Return ``value`` if it is a run accession (SRR/ERR/DRR + digits), else raise InputError."""
     if not is_accession(value):
         suffix = f" in {where}" if where else ""
-        raise InputError(f"invalid run accession {excerpt(value)}{suffix}: expected ^[SED]RR[0-9]+$")
+        raise InputError(
+            f"invalid run accession {excerpt(value)}{suffix}: expected ^[SED]RR[0-9]+$ "
+            f"(at most {ACCESSION_DIGITS} digits)"
+        )
     return value
+
+
+#: names of the output folder's own subfolders, which no species may take
+RESERVED_NAMES = frozenset({"merge", "multiqc", "luigid"})
 
 
 def species_problem(value: Any) -> Optional[str]:
     """Why ``value`` cannot name a species' output folder, or None when it can."""
-    if not isinstance(value, str) or _SPECIES_RE.fullmatch(value) is None or value in (".", ".."):
-        return f"must match {SPECIES_RULE} (it names output folders), got {excerpt(value)}"
+    if (
+        not isinstance(value, str)
+        or _SPECIES_RE.fullmatch(value) is None
+        or value in (".", "..")
+        or len(value) > SPECIES_MAX
+    ):
+        return f"must match {SPECIES_RULE} (it names output folders; at most {SPECIES_MAX}), got {excerpt(value)}"
+    if value in RESERVED_NAMES:
+        return f"must not be {value!r}: the output folder holds a folder of that name for every species"
+    return None
+
+
+def file_name_problem(name: Any) -> Optional[str]:
+    """Why ``name`` cannot be the local name of a file of a run, or None when it can.
+
+    A local name must be a non-empty string, not ``.`` or ``..``, with no ``/`` or ``\\`` and no
+    control character: anything else could leave the run's folder, clobber another file or break
+    a line of a log. (Names that pass but are unusual, with spaces or non-ASCII letters, are
+    renamed when written: :func:`pipeline.fetch.transfer.safe_name`.)
+    """
+    if not isinstance(name, str) or not name:
+        return "is empty"
+    if name in (".", ".."):
+        return "is a folder reference ('.' or '..')"
+    if "/" in name or "\\" in name:
+        return "holds a path separator ('/' or '\\')"
+    if has_control(name):
+        return "holds a control character"
     return None
 
 
@@ -75,6 +138,40 @@ def check_species(value: Any) -> str:
     if problem:
         raise InputError(f"invalid species name: {problem}")
     return value
+
+
+#: What a cell of a written TSV shows for each character that would break its line or its fields.
+_TSV_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_TSV_SPECIAL_RE = re.compile("[\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _tsv_escape(m: re.Match) -> str:
+    c = m.group()
+    return _TSV_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def tsv_cell(value: Any) -> str:
+    """One cell of a TSV the pipeline writes: ``str(value)``, ``""`` for None, escaped by the rule
+    of :func:`tsv_text`."""
+    return _TSV_SPECIAL_RE.sub(_tsv_escape, "" if value is None else str(value))
+
+
+def tsv_text(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """The text of a TSV the pipeline writes (``runs.tsv``, ``skipped.tsv``, ``failed_runs.tsv``).
+
+    The one rule: every cell is ``str(value)`` (None is empty) in which a backslash is written
+    ``\\\\``, a tab ``\\t``, a newline ``\\n``, a carriage return ``\\r`` and any other control
+    character ``\\xNN`` (``\\uNNNN`` for U+2028/U+2029), so a cell never holds a tab or a line
+    break and the escapes read back unambiguously. Cells are separated by one tab, rows end with
+    ``\\n``; a cell holding ``"`` is quoted as ``csv`` writes it (``QUOTE_MINIMAL``), so that
+    ``csv.reader(delimiter="\\t")`` and ``pandas.read_csv(sep="\\t")`` read back every cell as
+    written here, one line per row, every row as many fields as the header.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    writer.writerow([tsv_cell(h) for h in header])
+    writer.writerows([tsv_cell(v) for v in row] for row in rows)
+    return buf.getvalue()
 
 
 @dataclass

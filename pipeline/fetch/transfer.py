@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..model import ExpectedFailure, RemoteFile
+from ..model import ExpectedFailure, RemoteFile, excerpt, file_name_problem
 from ..runlog import RunLog
 from .http import (
     CHUNK,
@@ -50,7 +50,19 @@ def apply_mirrors(url: str, mirrors: dict) -> str:
 
 
 def safe_name(name: str, fallback: str) -> str:
-    return name if SAFE_NAME_RE.fullmatch(name or "") and len(name) < 200 else fallback
+    """The local name of a file the metadata calls ``name``: ``name`` itself when it is a plain
+    name (:data:`SAFE_NAME_RE`, under 200 characters), else ``fallback``: a name with blanks,
+    ``+`` or non-ASCII letters is legal, but the pipeline writes only plain names.
+
+    A name that is not a file of its own folder at all (empty, ``.``, ``..``, with ``/``, ``\\``
+    or a control character: :func:`pipeline.model.file_name_problem`) is never renamed: reading
+    the metadata rejects it, and should one come here anyway (a batch file edited by hand) it is a
+    DownloadError naming it, which fails that run with the reason.
+    """
+    problem = file_name_problem(name)
+    if problem:
+        raise DownloadError(f"local file name {excerpt(name)} {problem}")
+    return name if SAFE_NAME_RE.fullmatch(name) and len(name) < 200 else fallback
 
 
 def md5_file(path, start_hash=None) -> str:

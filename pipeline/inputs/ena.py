@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 from ..fetch.http import RETRY_STATUSES, USER_AGENT, connection_problem, host_of, read_blocks, retry_after
 from ..fetch.retry import GiveUp, Retryable, RetryPolicy, wait_or_give_up
 from ..files import staged_path
-from ..model import ExpectedFailure
+from ..model import ExpectedFailure, excerpt
 from ..runlog import RunLog
 
 DEFAULT_BASE_URL = "https://www.ebi.ac.uk/ena/portal/api"
@@ -68,19 +68,19 @@ def search_url(query: str, base_url: str = DEFAULT_BASE_URL, fields: Sequence[st
     malformed field list, or a negative limit.
     """
     if not isinstance(query, str) or not query.strip():
-        raise EnaError(f"ENA search query must be a non-empty string, got {query!r}")
+        raise EnaError(f"ENA search query must be a non-empty string, got {excerpt(query)}")
     if isinstance(fields, str):
-        fields = [f.strip() for f in fields.split(",")]
+        fields = [f.strip(" ") for f in fields.split(",")]  # blanks only: a field name is matched whole
     fields = list(fields)
     if not fields:
         raise EnaError("ENA search needs at least one field (run_accession)")
     bad = [f for f in fields if not isinstance(f, str) or not _FIELD_RE.fullmatch(f)]
     if bad:
-        raise EnaError(f"invalid ENA field name(s) {bad!r}: expected letters, digits and _")
+        raise EnaError(f"invalid ENA field name(s) {excerpt(bad)}: expected letters, digits and _")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise EnaError(f"ENA search limit must be an integer >= 0 (0 = all), got {limit!r}")
+        raise EnaError(f"ENA search limit must be an integer >= 0 (0 = all), got {excerpt(limit)}")
     if not isinstance(base_url, str) or not re.match(r"^https?://", base_url):
-        raise EnaError(f"ENA base URL must start with http:// or https://, got {base_url!r}")
+        raise EnaError(f"ENA base URL must start with http:// or https://, got {excerpt(base_url)}")
     params = [
         ("result", "read_run"),
         ("query", query.strip()),
@@ -106,14 +106,14 @@ def _check_table(path: Path, url: str, query: str) -> int:
         rows = sum(1 for line in fh if line.strip())
     columns = [c.strip() for c in header.split("\t")]
     if not header.strip() and rows == 0:
-        raise EnaError(f"ENA returned no runs for query {query!r} ({url}): check the taxon id / query")
+        raise EnaError(f"ENA returned no runs for query {excerpt(query)} ({url}): check the taxon id / query")
     if "run_accession" not in columns:
         raise EnaError(
             f"{url}: the answer is not a read_run TSV (no run_accession column in its header); "
             f"it starts with: {_snippet(head)!r}"
         )
     if rows == 0:
-        raise EnaError(f"ENA returned no runs for query {query!r} ({url}): check the taxon id / query")
+        raise EnaError(f"ENA returned no runs for query {excerpt(query)} ({url}): check the taxon id / query")
     return rows
 
 
@@ -141,7 +141,7 @@ def _attempt(url: str, part: Path, policy: RetryPolicy, query: str) -> None:
         raise Retryable(connection_problem(e)) from None
     with resp:
         if resp.status == 204:
-            raise EnaError(f"ENA returned no runs for query {query!r} ({url}): check the taxon id / query")
+            raise EnaError(f"ENA returned no runs for query {excerpt(query)} ({url}): check the taxon id / query")
         if resp.status != 200:
             raise EnaError(f"{url}: unexpected HTTP {resp.status}: {_snippet(resp.read(4096))}")
         expected = resp.headers.get("Content-Length")

@@ -25,7 +25,13 @@ and where a run's ``.sra`` file may be fetched from.
 Every run's ``.sra`` candidates end with the AWS Open Data copy (:data:`~pipeline.inputs.urls.ODP_URL`). Rows of
 ``amalgkit`` and ``integrate`` tables are used only with ``is_sampled=yes`` and ``exclusion=no``
 (when those columns exist). Errors raise :class:`~pipeline.model.InputError` naming the file,
-row, run and column.
+row, run and column, and quoting a bounded, escaped excerpt of the value.
+
+Every cell the pipeline uses is checked whole: one holding a control character (a newline, a tab
+in a CSV, a NUL) is an error, never stripped into something valid. Every URL must pass
+:func:`~pipeline.inputs.urls.url_problem` (no ``..`` segment, no ``%2F``/``%5C``), and every local
+file name taken from one must pass :func:`~pipeline.model.file_name_problem` (not ``.``, ``..`` or
+empty, no ``/`` or control character): such values are rejected here, not renamed at download.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from typing import Callable, Iterable, Optional
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from ..model import PAIRED, SINGLE, InputError, RemoteFile, Run
+from ..model import PAIRED, SINGLE, InputError, RemoteFile, Run, excerpt, file_name_problem, has_control
 from .urls import ODP_URL, SCHEME_RE, normalise_url, pick_mates, url_basename
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,10 @@ log = logging.getLogger(__name__)
 #: Cell values that mean "no value" (compared case-insensitively after stripping blanks).
 MISSING_VALUES = frozenset({"", "<na>", "na", "nan"})
 
-_THOUSANDS_RE = re.compile(r"\d{1,3}(?:,\d{3})+")  # 1,234,567 as a spreadsheet writes it
+_THOUSANDS_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3}){1,10}")  # 1,234,567 as a spreadsheet writes it
+#: A whole number as tables write it: 123, 123.0 (pandas), 1.2e+07 (R); digits and exponent are
+#: bounded, so that no cell can make a number of a billion digits (or one str() refuses).
+_NUMBER_RE = re.compile(r"[0-9]{1,30}(?:\.[0-9]{0,30})?(?:[eE][+-]?[0-9]{1,2})?")
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,10 +114,14 @@ class _Row:
         return f"{self.path} (row {self.number}{run}{col})"
 
     def get(self, *columns: str) -> Optional[str]:
-        """First non-missing value among ``columns`` (absent columns count as missing)."""
+        """First non-missing value among ``columns`` (absent columns count as missing), stripped
+        of blanks; InputError when that cell holds a control character anywhere."""
         for c in columns:
-            v = _clean(self.values.get(c))
+            raw = self.values.get(c)
+            v = _clean(raw)
             if v is not None:
+                if raw is not None and has_control(raw):
+                    raise InputError(f"{self.where(c)}: control character in {excerpt(raw)}")
                 return v
         return None
 
@@ -122,12 +135,14 @@ class _Row:
     def to_int(self, value: Optional[str], column: str) -> Optional[int]:
         if value is None:
             return None
-        try:
-            d = Decimal(value.replace(",", "") if _THOUSANDS_RE.fullmatch(value) else value)
-        except InvalidOperation:
-            d = None
-        if d is None or not d.is_finite() or d != d.to_integral_value() or d < 0:
-            raise InputError(f"{self.where(column)}: expected a whole number, got {value!r}")
+        d = None
+        if _THOUSANDS_RE.fullmatch(value) or _NUMBER_RE.fullmatch(value):
+            try:
+                d = Decimal(value.replace(",", ""))
+            except InvalidOperation:
+                d = None
+        if d is None or d != d.to_integral_value():
+            raise InputError(f"{self.where(column)}: expected a whole number, got {excerpt(value)}")
         return int(d)
 
     def int_of(self, *columns: str) -> Optional[int]:
@@ -135,10 +150,23 @@ class _Row:
         return None if col is None else self.to_int(self.get(col), col)
 
     def url(self, value: str, column: str) -> str:
+        """``value`` of ``column`` as an absolute URL whose path and file name pass the rules (see
+        the module docstring); InputError naming the table, row, run and column otherwise."""
         try:
-            return normalise_url(value)
+            url = normalise_url(value)
         except InputError as exc:
             raise InputError(f"{self.where(column)}: {exc}") from None
+        self.file_name(url, column, value)
+        return url
+
+    def file_name(self, url: str, column: str, value: str) -> str:
+        """The local name of the file at ``url`` (from ``value`` of ``column``); InputError when
+        :func:`~pipeline.model.file_name_problem` refuses it."""
+        name = url_basename(url)
+        problem = file_name_problem(name)
+        if problem:
+            raise InputError(f"{self.where(column)}: the file name {excerpt(name)} of {excerpt(value)} {problem}")
+        return name
 
 
 def _sra_candidates(run: str, urls: Iterable[str]) -> list[str]:
@@ -159,7 +187,7 @@ def _md5_of(row: _Row, raw: Optional[str], column: str):
         return None
     if not MD5_RE.fullmatch(value):
         raise InputError(
-            f"{row.where(column)}: malformed md5 {value!r} for run {row.run} (expected 32 hexadecimal digits)"
+            f"{row.where(column)}: malformed md5 {excerpt(value)} for run {row.run} (expected 32 hexadecimal digits)"
         )
     return value.lower()
 
@@ -179,7 +207,7 @@ def _parse_ena(row: _Row) -> Run:
     files = []
     if n:
         if any(not u for u in ftp):
-            raise InputError(f"{row.where('fastq_ftp')}: empty entry in {row.get('fastq_ftp')!r}")
+            raise InputError(f"{row.where('fastq_ftp')}: empty entry in {excerpt(row.get('fastq_ftp'))}")
         urls = [row.url(u, "fastq_ftp") for u in ftp]
         chosen = pick_mates(urls)
         if not chosen:
@@ -190,9 +218,7 @@ def _parse_ena(row: _Row) -> Run:
                 run,
             )
         for i in chosen:
-            name = url_basename(urls[i])
-            if not name:
-                raise InputError(f"{row.where('fastq_ftp')}: no file name in URL {urls[i]!r}")
+            name = row.file_name(urls[i], "fastq_ftp", ftp[i])
             files.append(
                 RemoteFile(
                     url=urls[i],
@@ -246,11 +272,9 @@ def _parse_integrate(row: _Row) -> tuple[Run, list[tuple[str, Path]]]:
                 raise InputError(f"{row.where(column)}: no read1_path for run {run}")
             continue
         url, local = _local_file(row, column, value)
-        name = url_basename(url)
-        if not name:
-            raise InputError(f"{row.where(column)}: no file name in {value!r}")
+        name = row.file_name(url, column, value)
         if files and files[0].name == name:
-            raise InputError(f"{row.where(column)}: read1_path and read2_path have the same file name {name!r}")
+            raise InputError(f"{row.where(column)}: read1_path and read2_path have the same file name {excerpt(name)}")
         files.append(RemoteFile(url=url, name=name))
         if local is not None:
             to_check.append((column, local))

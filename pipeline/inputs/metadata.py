@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import logging
 import zlib
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Iterable, NamedTuple, Optional
 
 from ..files import atomic_write_text
-from ..model import InputError, Run, check_accession
+from ..model import InputError, Run, check_accession, excerpt, has_control, tsv_text
 
 # Defined in formats, re-exported (see __all__) for callers of pipeline.inputs.metadata.
 from .formats import (
@@ -95,7 +94,7 @@ def detect_format(columns: Iterable[str], path=None) -> str:
         return "amalgkit"
     if "Run" in names and "LibraryLayout" in names:
         return "runinfo"
-    shown = ", ".join(cols[:20]) + (f", ... ({len(cols)} columns)" if len(cols) > 20 else "")
+    shown = ", ".join(map(excerpt, cols[:20])) + (f", ... ({len(cols)} columns)" if len(cols) > 20 else "")
     where = f" of {path}" if path is not None else ""
     raise InputError(
         f"cannot tell the metadata format{where} from its columns [{shown}]: expected "
@@ -128,7 +127,7 @@ def _header(cells: list[str], path: Path, line: int) -> list[str]:
     seen: set[str] = set()
     for c in columns:
         if c in seen:
-            raise InputError(f"metadata table {path} (line {line}): column {c!r} appears more than once")
+            raise InputError(f"metadata table {path} (line {line}): column {excerpt(c)} appears more than once")
         seen.add(c)
     return columns
 
@@ -260,7 +259,8 @@ def load_runs(path, selection: dict | None = None) -> tuple[list[Run], list[tupl
     seen: dict[str, int] = {}
     for i, values in enumerate(table.rows, start=1):
         row = _Row(path, i, values)
-        acc = check_accession(values[run_col].strip(), row.where(run_col))
+        raw = values[run_col]  # stripped of blanks only when nothing else is wrong with it
+        acc = check_accession(raw if has_control(raw) else raw.strip(), row.where(run_col))
         if acc in seen:
             raise InputError(f"{path}: run {acc} appears more than once (rows {seen[acc]} and {i})")
         seen[acc] = i
@@ -292,7 +292,11 @@ def load_runs(path, selection: dict | None = None) -> tuple[list[Run], list[tupl
             skipped.append((entry.acc, entry.reason or ""))
             continue
         for column, local in entry.to_check:
-            if not local.is_file():
+            try:
+                there = local.is_file()
+            except OSError as exc:  # a name too long, say
+                raise InputError(f"{path}: run {entry.acc}: {column} file {local}: {exc.strerror}") from None
+            if not there:
                 raise InputError(f"{path}: run {entry.acc}: {column} file {local} does not exist")
         runs.append(entry.run)
     return runs, skipped
@@ -314,18 +318,15 @@ class _Entry:
 
 
 def _write_tsv_atomic(path, header: list[str], rows: Iterable[list]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    w.writerow(header)
-    for r in rows:
-        w.writerow(["" if v is None else v for v in r])
-    atomic_write_text(path, buf.getvalue())
+    """Write a TSV atomically, every cell by the one rule of :func:`pipeline.model.tsv_text`."""
+    atomic_write_text(path, tsv_text(header, rows))
 
 
 def write_runs_tsv(runs: Iterable[Run], path) -> None:
     """Write the selected runs as a TSV (run, layout, read_count, base_count, n_files,
     fastq_bytes, urls), atomically. ``urls`` lists the FASTQ URLs, or the ``.sra`` candidates
-    (``;``-separated) for a run with no FASTQ listed."""
+    (``;``-separated) for a run with no FASTQ listed. Cells follow :func:`pipeline.model.tsv_text`
+    (a tab or line break in a cell is written ``\\t``, ``\\n``): one line per run, seven fields."""
     rows = (
         [
             r.run,
@@ -342,5 +343,6 @@ def write_runs_tsv(runs: Iterable[Run], path) -> None:
 
 
 def write_skipped_tsv(skipped: Iterable[tuple[str, str]], path) -> None:
-    """Write (run, reason) pairs as a TSV, atomically."""
+    """Write (run, reason) pairs as a TSV, atomically; cells follow :func:`pipeline.model.tsv_text`
+    (a tab or line break in a reason is written ``\\t``, ``\\n``): one line per run, two fields."""
     _write_tsv_atomic(path, ["run", "reason"], ([run, reason] for run, reason in skipped))
