@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_TOOLS := kallisto fasterq-dump
 
-.PHONY: demo test lint typecheck deps system-tools venv bench clean-demo
+.PHONY: demo test lint typecheck deps system-tools venv bench clean-demo amalgkit-venv
 
 deps: system-tools venv
 
@@ -39,6 +39,10 @@ demo: deps
 # lint and format check (ruff), type check (mypy on pipeline/), then the whole suite
 test: deps lint typecheck
 	$(PY) -m pytest -q
+
+# amalgkit (a client of our outputs, tested for real) in a venv of its own, cached by the tarball's hash
+amalgkit-venv:
+	scripts/amalgkit_venv.sh >/dev/null
 
 lint: venv
 	$(VENV)/bin/ruff check .

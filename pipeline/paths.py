@@ -103,6 +103,8 @@ class SpeciesPaths:
     disk_log = property(lambda self: self.logs / "disk.log")
     metadata_log = property(lambda self: self.logs / "metadata.log")
     index = property(lambda self: self.genome / "transcriptome.idx")
+    #: the transcript-to-gene map the gene tables were made with (from reference.tx2gene or the headers)
+    tx2gene = property(lambda self: self.genome / "tx2gene.tsv")
 
 
 def species_under(output_dir) -> list[str]:

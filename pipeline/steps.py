@@ -20,17 +20,15 @@ from typing import Callable, Optional
 from .fetch.retry import RetryPolicy
 from .fetch.sources import FetchSetup, apply_max_bp, clear_run_dir, obtain_run
 from .fetch.transfer import fetch, safe_name
-from .files import atomic_write_json, atomic_write_text, read_json
-from .inputs import ena, metadata
+from .inputs import ena, metadata, tx2gene
 from .inputs.species_config import SpeciesConfig
-from .model import ExpectedFailure, InputError, RemoteFile, Run, RunDownload, RunQuant, Tools
-from .paths import DOWNLOAD, QUANT, SpeciesPaths
+from .model import InputError, RemoteFile, Run, RunDownload, RunQuant, Tools
+from .paths import DOWNLOAD, SpeciesPaths
 from .plan import batches, space
 from .plan.sizes import human
 from .progress import BatchProgress, batch_label, say_batch_done
-from .provenance import reference_groups, reference_record, tool_versions
-from .quant import merge
-from .quant.quantify import RUN_RECORD, build_index, is_quantified, quantify_run
+from .provenance import reference_record
+from .quant.quantify import build_index, is_quantified, quantify_run
 from .runlog import RunLog
 
 logger = logging.getLogger(__name__)
@@ -50,10 +48,6 @@ class Shared:
     tools: Tools
     portal_url: str = ena.DEFAULT_BASE_URL
     disk_limit: Optional[int] = None  # bytes under the output directory, or None
-
-
-class SpeciesFailed(ExpectedFailure, RuntimeError):
-    """Some runs of a species failed; the message lists them and says how to retry them."""
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -178,6 +172,7 @@ def build_species_index(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared,
         fasta = info["path"]
     status(f"kallisto index {Path(fasta).name}", None)
     figures = build_index(fasta, paths.index, paths.index_log, exe=shared.tools.kallisto)
+    _, figures["tx2gene"] = tx2gene.resolve_tx2gene(cfg.tx2gene, fasta)  # a bad map fails before any read
     return figures | {"transcriptome": str(fasta)} | reference_record(fasta, paths.index, shared.tools)
 
 
@@ -355,69 +350,3 @@ def cleanup_batch(paths: SpeciesPaths, batch: int) -> dict:
     freed = sum(clear_run_dir(paths.run_fastq(r.run)) for r in batches.read_batch(paths.batch_file(batch)))
     say_batch_done(paths, batch)
     return {"batch": batch, "bytes_freed": freed}
-
-
-# -- the end of a species ----------------------------------------------------------------------
-
-
-def failed_runs_text(failures: list[tuple[str, int, str, str]]) -> str:
-    lines = ["run\tbatch\tstage\treason"] + [f"{r}\t{b}\t{s}\t{why}" for r, b, s, why in failures]
-    return "\n".join(lines) + "\n"
-
-
-def _refuse_mixed_references(species: str, records: dict[str, dict]) -> None:
-    """A merged table holds runs of one reference: otherwise say which runs used which index."""
-    groups = reference_groups(records)
-    if len(groups) > 1:
-        said = "; ".join(
-            f"index md5 {md5}: {len(rs)} run(s) ({', '.join(rs[:5])}{' ...' if len(rs) > 5 else ''})"
-            for md5, rs in groups.items()
-        )
-        raise SpeciesFailed(
-            f"{species}: runs were quantified against different references, which one table cannot hold: {said}. "
-            "Delete quant/RUN of the runs quantified against the old reference and run again."
-        )
-
-
-def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tools: Tools) -> dict:
-    """Merge the quantified runs, write ``failed_runs.tsv`` and ``summary.json``; return the summary.
-
-    Raises :class:`SpeciesFailed` (after writing both) when any run failed."""
-    order, failures, qc_extra = [], [], {}
-    for i in range(n_batches):
-        for r in read_json(paths.batch_marker(QUANT, i))["runs"]:
-            order.append(r["run"])
-            if r["status"] == "failed":
-                failures.append((r["run"], i, r.get("stage", ""), r.get("reason", "")))
-    records = {}
-    for run in order:
-        info = paths.run_quant(run) / RUN_RECORD
-        if info.is_file():
-            records[run] = d = read_json(info)
-            qc_extra[run] = {k: d.get(k, "") for k in ("layout", "source", "capped")}
-    _refuse_mixed_references(cfg.species, records)
-    merged = merge.merge_species(cfg.species, paths.quant, order, paths.merged, qc_extra)
-    atomic_write_text(paths.failed_runs, failed_runs_text(failures))
-    summary = {
-        "species": cfg.species,
-        "batches": n_batches,
-        "runs": len(order),
-        "quantified": len(merged["runs"]),
-        "failed": len(failures),
-        "failed_runs": str(paths.failed_runs),
-        "merged": merged["files"],
-        "tool_versions": tool_versions(tools, cfg.sources),
-    }
-    atomic_write_json(paths.summary, summary)
-    logger.info(
-        "[%s] %d/%d runs quantified; merged tables in %s", cfg.species, len(merged["runs"]), len(order), paths.merged
-    )
-    if failures:
-        listing = "\n".join(f"  {r} (batch {b}, {s}): {why}" for r, b, s, why in failures)
-        raise SpeciesFailed(
-            f"{cfg.species}: {len(failures)} run(s) failed; merged tables hold the "
-            f"{len(merged['runs'])} that succeeded. Failed runs are listed in "
-            f"{paths.failed_runs}:\n{listing}\nRetry just these with: "
-            f"rnaseq-batch retry {paths.output_dir}"
-        )
-    return summary

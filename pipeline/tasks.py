@@ -19,7 +19,7 @@ from typing import Optional
 import luigi
 import luigi.interface
 
-from . import progress, settings, steps
+from . import finish, progress, settings, steps
 from .cli.console import install_failure_filter, install_progress_handler, report_input_error
 from .files import atomic_write_json, read_json, remove_stale_temps
 from .heartbeat import Heartbeat, run_log_path, start_run
@@ -199,7 +199,7 @@ class Species(SpeciesTask):
     def run(self):
         n = read_json(self.input().path)["batches"]
         yield [BuildIndex(**self.species_args())] + [BatchCleanup(batch=i, **self.species_args()) for i in range(n)]
-        self.run_step(steps.finish_species, n, settings.tools())
+        self.run_step(finish.finish_species, n, settings.tools())
 
 
 class MultiSpecies(luigi.WrapperTask):

@@ -6,6 +6,13 @@
   Open Data copy, the metadata's own links), checked for the ``NCBI.sra`` signature, then
   converted locally with ``fasterq-dump``.
 
+Whatever the source, a run's files are staged in ``fastq/RUN/`` under names made from its
+accession (:func:`staged_names`): ``RUN_1.fastq.gz`` and ``RUN_2.fastq.gz`` for a pair,
+``RUN.fastq.gz`` for single-end reads (``.fastq`` when the reads are not gzipped), the names the
+``.sra`` route writes too. So kallisto's log, which names its first FASTQ, names the run (tools
+that read it, such as MultiQC, take their sample names from it), and two runs of the user's own
+files that share a file name stay apart. The run's log names the original file beside the staged one.
+
 A source that fails leaves nothing behind: its partial files are removed before the next source
 is tried. The layout used later is decided from the files obtained, not from the metadata.
 """
@@ -14,18 +21,20 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..files import remove_tree_files
-from ..model import SOURCES, RemoteFile, Run, RunDownload, Tools
+from ..model import SOURCES, RemoteFile, Run, RunDownload, Tools, excerpt, file_name_problem
 from ..reads import cap
 from ..reads.fastq import count_fastq_records
 from ..runlog import RunLog
 from . import sra
 from .retry import RetryPolicy
-from .transfer import DownloadError, fetch, safe_name
+from .transfer import DownloadError, apply_mirrors, fetch
 
 
 @dataclass
@@ -52,12 +61,55 @@ def clear_run_dir(run_dir) -> int:
     return freed
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _local_path(url: str) -> Optional[Path]:
+    """The local file a ``file://`` URL names, or None for any other URL."""
+    parts = urllib.parse.urlsplit(url)
+    return Path(urllib.request.url2pathname(parts.path)) if parts.scheme.lower() == "file" else None
+
+
+def fastq_suffix(rf: RemoteFile, mirrors: Optional[dict] = None) -> str:
+    """``.fastq.gz`` for gzipped reads, ``.fastq`` for plain ones.
+
+    A local file (a ``file://`` URL, after ``mirrors``) is told by its first bytes, which it is
+    read for (only those, and never written); a remote one, or a local file that cannot be read
+    (its fetch then fails with the reason), by its name ending in ``.gz``.
+    """
+    local = _local_path(apply_mirrors(rf.url, mirrors or {}))
+    if local is not None:
+        try:
+            with open(local, "rb") as fh:
+                return ".fastq.gz" if fh.read(2) == GZIP_MAGIC else ".fastq"
+        except OSError:
+            pass
+    return ".fastq.gz" if rf.name.lower().endswith(".gz") else ".fastq"
+
+
+def staged_names(run: str, files: Sequence[RemoteFile], mirrors: Optional[dict] = None) -> list[str]:
+    """The names ``files`` get in the run's ``fastq/RUN/``: ``RUN_1`` and ``RUN_2`` for a pair
+    (``RUN_N`` for the N-th of any other number), ``RUN`` for one file; each with
+    :func:`fastq_suffix`. The accession is checked when the :class:`Run` is made, so these are
+    always safe file names."""
+    if len(files) == 1:
+        return [run + fastq_suffix(files[0], mirrors)]
+    return [f"{run}_{i}{fastq_suffix(rf, mirrors)}" for i, rf in enumerate(files, 1)]
+
+
 def _fetch_ena(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> RunDownload:
     if not run.files:
         raise DownloadError("no FASTQ files listed in the metadata")
+    for rf in run.files:
+        # never written (the staged name is), but logged: reading the metadata refuses such a name,
+        # and one that comes here anyway (a batch file edited by hand) fails the run, naming it
+        problem = file_name_problem(rf.name)
+        if problem:
+            raise DownloadError(f"local file name {excerpt(rf.name)} {problem}")
     names, total = [], 0
-    for i, rf in enumerate(run.files, 1):
-        name = safe_name(rf.name, f"{run.run}_{i}.fastq.gz")
+    for rf, name in zip(run.files, staged_names(run.run, run.files, setup.mirrors)):
+        if name != rf.name:
+            log.write(f"ena: {rf.name} ({rf.url}) is staged as {name}")
         info = fetch(rf, out / name, setup.mirrors, setup.policy, log, setup.progress)
         names.append(name)
         total += info["bytes"]

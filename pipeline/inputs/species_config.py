@@ -1,23 +1,35 @@
 """Species configuration: one YAML file per species, validated strictly before any work starts.
 
 Every key is declared in ``SCHEMA``; an unknown key (a typo such as ``sise``), a wrong type or
-an out-of-range value is an error that names the file and the key.
+an out-of-range value is an error that names the file and the key, and quotes a bounded, escaped
+excerpt of the value (:func:`~pipeline.model.excerpt`).
+
+Hostile files are refused in bounded time and memory: :mod:`pipeline.inputs.bounded_yaml` reads
+the YAML within fixed limits (size, depth, no merge keys), and aliases, which it allows, are never
+expanded: an alias is the same object as its anchor, and no check looks deeper than one level of
+list or mapping inside a value, so a "billion laughs" is rejected by the first check of its key.
+Strings are checked whole: a control character (a trailing newline too) fails every name, path,
+size, URL and source check.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
-from ..model import SOURCES, InputError, excerpt, species_problem
+from ..model import SOURCES, InputError, excerpt, has_control, species_problem
 from ..plan.sizes import parse_size
-from . import selection
+from . import bounded_yaml, selection
+from .urls import url_problem
 
 URL_RE = re.compile(r"^(https?|ftp|file)://", re.IGNORECASE)
+#: A ``download.mirrors`` prefix, matched whole: a scheme, then no blank or control character.
+_PREFIX_RE = re.compile(r"(?:https?|ftp|file)://[^\s\x00-\x1f\x7f-\x9f]*", re.IGNORECASE)
+#: Longest path or URL accepted (Linux's PATH_MAX).
+MAX_PATH = 4096
 
 
 class ConfigError(InputError):
@@ -29,7 +41,7 @@ def _int_min(lo):
         if isinstance(v, bool) or not isinstance(v, int):
             return f"must be an integer, got {excerpt(v)}"
         if v < lo:
-            return f"must be >= {lo}, got {v}"
+            return f"must be >= {lo}, got {excerpt(v)}"
 
     return check
 
@@ -37,31 +49,48 @@ def _int_min(lo):
 def _positive_number(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return f"must be a number, got {excerpt(v)}"
-    if v <= 0:
-        return f"must be > 0, got {v}"
+    if (isinstance(v, float) and not math.isfinite(v)) or v <= 0:
+        return f"must be a finite number > 0, got {excerpt(v)}"
 
 
-def _string(v):
-    if not isinstance(v, str) or not v.strip():
-        return f"must be a non-empty string, got {excerpt(v)}"
+def _path(v):
+    """A local path or a URL (``reference.transcriptome``, ``metadata.file``)."""
+    if not isinstance(v, str) or not v.strip() or has_control(v) or len(v) > MAX_PATH:
+        return f"must be a non-empty path without control characters (at most {MAX_PATH}), got {excerpt(v)}"
+    problem = url_problem(v) if URL_RE.match(v) else None
+    if problem:
+        return f"URL {excerpt(v)} {problem}"
+
+
+def _query(v):
+    """Free text: blanks and line breaks are fine, other control characters are not."""
+    if not isinstance(v, str) or not v.strip() or has_control(v.translate({9: 32, 10: 32, 13: 32})):
+        return f"must be a non-empty string without control characters, got {excerpt(v)}"
 
 
 def _mirrors(v):
     if not isinstance(v, dict):
         return f"must be a mapping of URL prefix to URL prefix, got {type(v).__name__}"
     for k, w in v.items():
-        if not isinstance(k, str) or not isinstance(w, str) or not URL_RE.match(k) or not URL_RE.match(w):
-            return f"entries must map a URL prefix to a URL prefix (scheme://...), got {excerpt(k)}: {excerpt(w)}"
+        if not (isinstance(k, str) and _PREFIX_RE.fullmatch(k) and isinstance(w, str) and _PREFIX_RE.fullmatch(w)):
+            return (
+                "entries must map a URL prefix to a URL prefix (scheme://..., no blanks or control "
+                f"characters), got {excerpt(k)}: {excerpt(w)}"
+            )
+        problem = url_problem(k) or url_problem(w)
+        if problem:
+            return f"entry {excerpt(k)}: {excerpt(w)}: a prefix {problem}"
 
 
 def _size(lo):
     def check(v):
-        if isinstance(v, bool) or not isinstance(v, (str, int)):
-            return f"must be a size such as 40G, 500M or a number of bytes, got {excerpt(v)}"
+        wrong = f"must be a size such as 40G, 500M or a number of bytes, got {excerpt(v)}"
+        if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, str) and has_control(v)):
+            return wrong
         try:
             n = parse_size(v)
-        except ValueError as e:
-            return str(e)
+        except ValueError:
+            return wrong
         if n < lo:
             return f"must be at least {lo} byte(s), got {excerpt(v)}"
 
@@ -69,7 +98,12 @@ def _size(lo):
 
 
 def _sources(v):
-    if not isinstance(v, list) or not v or any(x not in SOURCES for x in v) or len(set(v)) != len(v):
+    if (
+        not isinstance(v, list)
+        or not v
+        or not all(isinstance(x, str) and x in SOURCES for x in v)
+        or len(set(v)) != len(v)
+    ):
         return f"must be a non-empty list drawn from [{', '.join(SOURCES)}] without repeats, got {excerpt(v)}"
 
 
@@ -77,11 +111,12 @@ def _sources(v):
 SCHEMA: dict[str, Any] = {
     "species": (True, None, species_problem),
     "reference": {
-        "transcriptome": (True, None, _string),
+        "transcriptome": (True, None, _path),
+        "tx2gene": (False, None, _path),  # a GTF, GFF3 or transcript<TAB>gene table
     },
     "metadata": {
-        "file": (False, None, _string),  # exactly one of file and query
-        "query": (False, None, _string),
+        "file": (False, None, _path),  # exactly one of file and query
+        "query": (False, None, _query),
         "library_strategy": (False, None, selection.CHECKS["library_strategy"]),
         "library_source": (False, None, selection.CHECKS["library_source"]),
         "layout": (False, None, selection.CHECKS["layout"]),
@@ -134,22 +169,21 @@ class SpeciesConfig:
     fragment_length: float = 200
     fragment_sd: float = 20
 
+    tx2gene: Optional[str] = None  # reference.tx2gene, an absolute path (else genes come from the headers)
+
     @property
     def transcriptome_is_url(self) -> bool:
         return bool(URL_RE.match(self.transcriptome))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+def _file_problem(p: Path) -> Optional[str]:
+    """Why ``p`` is not a regular file we can read, or None."""
+    try:
+        if p.is_file():
+            return None
+        return "not a regular file" if p.exists() else "file not found"
+    except OSError as e:
+        return f"cannot be looked at ({e.strerror})"
 
 
 def _validate(doc: Any, schema: dict, where: str, errors: list, prefix: str = "") -> dict:
@@ -160,7 +194,8 @@ def _validate(doc: Any, schema: dict, where: str, errors: list, prefix: str = ""
     for key in doc:
         if key not in schema:
             known = ", ".join(sorted(schema))
-            errors.append(f"{where}: unknown key '{prefix}{key}' (known here: {known})")
+            shown = excerpt(f"{prefix}{key}") if isinstance(key, str) else f"{excerpt(key)} in '{prefix[:-1]}'"
+            errors.append(f"{where}: unknown key {shown} (known here: {known})")
     for key, spec in schema.items():
         if isinstance(spec, dict):
             sub = doc.get(key, {})
@@ -188,18 +223,9 @@ def load_species_config(path) -> SpeciesConfig:
     path = Path(path).resolve()
     where = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read species config: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start}): {e.reason}") from None
-    try:
-        doc = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{where}: not valid YAML{at}: {what}") from None
+        doc = bounded_yaml.read_yaml(path, [k for k, spec in SCHEMA.items() if isinstance(spec, dict)])
+    except bounded_yaml.YamlError as e:
+        raise ConfigError(str(e)) from None
     if doc is None:
         raise ConfigError(
             f"{where}: the file is empty (a species config needs at least 'species', "
@@ -213,19 +239,24 @@ def load_species_config(path) -> SpeciesConfig:
     # file checks run even when keys are wrong, so one message lists every problem
     base = path.parent
     transcriptome = v["reference"]["transcriptome"]
-    if not isinstance(transcriptome, str) or not transcriptome.strip():
+    if transcriptome is None or _path(transcriptome):
         pass  # already reported
     elif not URL_RE.match(transcriptome):
         tpath = (base / transcriptome).resolve()
-        if tpath.exists() and not tpath.is_file():
-            errors.append(f"{where}: key 'reference.transcriptome': not a regular file: {tpath}")
-        elif not tpath.is_file():
-            errors.append(f"{where}: key 'reference.transcriptome': file not found: {tpath}")
+        problem = _file_problem(tpath)
+        if problem:
+            errors.append(f"{where}: key 'reference.transcriptome': {problem}: {tpath}")
         elif not re.search(r"\.(fa|fasta|fna)(\.gz)?$", tpath.name):
             errors.append(f"{where}: key 'reference.transcriptome': expected a .fa or .fa.gz file, got {tpath.name}")
         transcriptome = str(tpath)
+    tx2gene_file = None
+    if v["reference"]["tx2gene"] is not None and not _path(v["reference"]["tx2gene"]):
+        tx2gene_file = (base / v["reference"]["tx2gene"]).resolve()
+        problem = _file_problem(tx2gene_file)
+        if problem:
+            errors.append(f"{where}: key 'reference.tx2gene': {problem}: {tx2gene_file}")
     mfile = None
-    if not isinstance(v["metadata"]["file"] or "", str):
+    if v["metadata"]["file"] is not None and _path(v["metadata"]["file"]):
         pass  # already reported
     elif (v["metadata"]["file"] is None) == (v["metadata"]["query"] is None):
         errors.append(
@@ -233,10 +264,9 @@ def load_species_config(path) -> SpeciesConfig:
         )
     elif v["metadata"]["file"] is not None:
         mfile = (base / v["metadata"]["file"]).resolve()
-        if mfile.exists() and not mfile.is_file():
-            errors.append(f"{where}: key 'metadata.file': not a regular file: {mfile}")
-        elif not mfile.is_file():
-            errors.append(f"{where}: key 'metadata.file': file not found: {mfile}")
+        problem = _file_problem(mfile)
+        if problem:
+            errors.append(f"{where}: key 'metadata.file': {problem}: {mfile}")
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -245,6 +275,7 @@ def load_species_config(path) -> SpeciesConfig:
         path=path,
         species=v["species"],
         transcriptome=transcriptome,
+        tx2gene=None if tx2gene_file is None else str(tx2gene_file),
         metadata_file=mfile,
         metadata_query=v["metadata"]["query"],
         selection=chosen,

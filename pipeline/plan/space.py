@@ -73,6 +73,7 @@ def tree_bytes(path) -> int:
     if not os.path.isdir(path) or os.path.islink(path):
         return st.st_size if os.path.isfile(path) and not os.path.islink(path) else 0
     total = 0
+    linked: set[tuple[int, int]] = set()
     stack = [os.fspath(path)]
     while stack:
         d = stack.pop()
@@ -86,7 +87,12 @@ def tree_bytes(path) -> int:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
                     elif entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_size
+                        st = entry.stat(follow_symlinks=False)
+                        if st.st_nlink > 1:  # a hard link (the amalgkit-named quant files): count it once
+                            if (st.st_dev, st.st_ino) in linked:
+                                continue
+                            linked.add((st.st_dev, st.st_ino))
+                        total += st.st_size
                 except OSError:
                     continue
     return total
