@@ -78,6 +78,7 @@ class Heartbeat:
                 return
             try:
                 self.beat()
+                sample_disk(self.path.parent.parent)
             except OSError:
                 pass  # a full disk must not kill the run; the reader will call it stale
 
@@ -92,6 +93,30 @@ class Heartbeat:
             )
         except OSError:
             pass
+
+
+def disk_samples_path(output_dir) -> Path:
+    return Path(output_dir) / FOLDER / "disk.tsv"
+
+
+def sample_disk(output_dir) -> None:
+    """Append ``time, species, fastq_bytes, free_bytes`` for every species under ``output_dir``:
+    the reads on disk over time, which the markers (batch edges only) cannot give. A reader skips
+    a torn last line."""
+    from .plan.space import free_bytes, tree_bytes
+
+    out = Path(output_dir)
+    now = time.time()
+    lines = []
+    for species in sorted(p.name for p in out.iterdir() if (p / "work" / "markers").is_dir()):
+        fastq = out / species / "fastq"
+        lines.append(f"{now:.3f}\t{species}\t{tree_bytes(fastq)}\t{free_bytes(fastq)}\n")
+    if not lines:
+        return
+    path = disk_samples_path(out)
+    new = not path.exists()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(("time\tspecies\tfastq_bytes\tfree_bytes\n" if new else "") + "".join(lines))
 
 
 def liveness(output_dir, now: Optional[float] = None) -> dict:
@@ -125,13 +150,13 @@ def run_log_path(output_dir) -> Path:
     return Path(output_dir) / "run.log"
 
 
-def start_run(output_dir, command: Optional[list[str]] = None) -> Heartbeat:
+def start_run(output_dir, command: Optional[list[str]] = None, interval: float = INTERVAL) -> Heartbeat:
     """Start the heartbeat of a run on ``output_dir`` and say in its run log how it starts: afresh,
     or resuming after a run that did not finish."""
     from .runlog import RunLog
 
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    hb = Heartbeat(output_dir, command)
+    hb = Heartbeat(output_dir, command, interval=interval)
     before = liveness(output_dir)
     log = RunLog(run_log_path(output_dir))
     if before["state"] == "alive" and before.get("pid") != os.getpid():

@@ -62,6 +62,9 @@ class PipelineSettings(_Section):
         default=_DEFAULT_POLICY.max_retry_after, description="cap on a server's Retry-After"
     )
     ena_portal_url = luigi.Parameter(default=DEFAULT_BASE_URL, description="ENA portal API base URL")
+    heartbeat_seconds = luigi.FloatParameter(
+        default=5.0, description="how often a run refreshes its heartbeat and samples the reads on disk"
+    )
     disk_limit = luigi.Parameter(
         default="",
         description="cap on bytes under the output directory, e.g. 500G "

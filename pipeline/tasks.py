@@ -259,7 +259,7 @@ def claim_output_dir(output_dir: str) -> None:
             RunLog(run_log_path(key)).write(
                 f"removed {len(removed)} temporary file(s) an interrupted run left: {shown}"
             )
-    HEARTBEATS[key] = start_run(key)
+    HEARTBEATS[key] = start_run(key, interval=settings.PipelineSettings().heartbeat_seconds)
 
 
 def note_in_run_logs(message: str) -> None:

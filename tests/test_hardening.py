@@ -229,3 +229,20 @@ def test_a_disk_that_fills_mid_download_is_a_named_failure_then_a_correct_rerun(
     assert r.returncode == 0, r.stderr[-3000:]
     assert _tables(out) == reference
     assert _leftovers(out) == []
+
+
+def test_a_running_pipeline_samples_the_reads_on_disk(tmp_path, sim):
+    """OUT/.rnaseq-batch/disk.tsv: reads on disk over time, within the budget, back to 0 at the end."""
+    settings = tmp_path / "luigi.cfg"
+    settings.write_text("[pipeline]\nheartbeat_seconds = 0.1\n")
+    with FileServer(sim["archive"], throttle_bps=600_000) as server:
+        cfg = _species(tmp_path / "cfg", sim, server, batch={"size": 2, "prefetch": 0, "max_bytes": "2M"})
+        out = tmp_path / "out"
+        r = subprocess.run(_run_args(cfg, out), env=_env(LUIGI_CONFIG_PATH=str(settings)), capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split("\t") for line in (out / ".rnaseq-batch" / "disk.tsv").read_text().splitlines()[1:]]
+    assert len(rows) >= 5 and all(row[1] == SPECIES for row in rows)
+    on_disk = [int(row[2]) for row in rows]
+    assert max(on_disk) > 0 and max(on_disk) <= 2 * 2**20  # (prefetch + 1) x max_bytes
+    assert all(int(row[3]) > 0 for row in rows)
