@@ -87,7 +87,9 @@ def test_run_from_another_folder_finishes_and_says_what_it_does(tmp_path, sim):
     assert not any("DEBUG" in x or "INFO:" in x for x in lines), "\n".join(lines)
     assert any("batch 1/2: downloaded 2/2 run(s)" in x and "MB/s" in x for x in lines), "\n".join(lines)
     assert any("batch 1/2 done" in x or "batch 2/2 done" in x for x in lines)
-    assert any(" left" in x for x in lines), "\n".join(lines)
+    assert any("batch 1/2 done" in x and "about " in x and " left" in x for x in lines) or any(
+        "batch 2/2 done" in x and "about " in x and " left" in x for x in lines
+    ), "\n".join(lines)
     log = (out / "run.log").read_text()
     assert "started: pid" in log and "ended: exit code 0" in log
 
