@@ -55,20 +55,8 @@ def main(argv=None) -> int:
         print(f"cannot serve the demo archive on 127.0.0.1:{a.port}: {e}", file=sys.stderr)
         return 1
     config_dir = demo_configs(ROOT / "config" / "demo", (ROOT / a.output_dir) / "demo-config", server.url + "/")
-    luigi = Path(sys.executable).with_name("luigi")
-    cmd = [
-        str(luigi),
-        "--module",
-        "pipeline",
-        "MultiSpecies",
-        "--config-dir",
-        str(config_dir),
-        "--output-dir",
-        a.output_dir,
-        "--local-scheduler",
-        "--workers",
-        str(a.workers),
-    ]
+    cli = Path(sys.executable).with_name("rnaseq-batch")
+    cmd = [str(cli), "run", "--config-dir", str(config_dir), "--output-dir", a.output_dir, "--workers", str(a.workers)]
     try:
         print("$ " + " ".join(cmd), flush=True)
         rc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT))).returncode
