@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_TOOLS := kallisto fasterq-dump
 
-.PHONY: demo test lint typecheck deps system-tools venv bench clean-demo amalgkit-venv
+.PHONY: demo test browser lint typecheck deps system-tools venv bench clean-demo amalgkit-venv
 
 deps: system-tools venv
 
@@ -36,8 +36,16 @@ $(VENV)/.installed: pyproject.toml
 demo: deps
 	$(PY) scripts/demo.py
 
+# a browser for the report's test: Debian's chromium, installed when missing and possible
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Missing: chromium — installing the Debian package"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: install it (apt-get install chromium) for the report's browser test"; fi; }
+
 # lint and format check (ruff), type check (mypy on pipeline/), then the whole suite
-test: deps lint typecheck
+test: deps browser lint typecheck
 	$(PY) -m pytest -q
 
 # amalgkit (a client of our outputs, tested for real) in a venv of its own, cached by the tarball's hash

@@ -55,6 +55,16 @@ def _gene_tables(cfg: SpeciesConfig, paths: SpeciesPaths) -> dict | None:
     return figures
 
 
+def _write_report(cfg: SpeciesConfig, paths: SpeciesPaths) -> None:
+    """``OUT/report.html`` again, now with this species' end; a report error is only a warning."""
+    try:
+        from .report import write_report  # plotly and numpy are imported only here
+
+        write_report(paths.output_dir)
+    except Exception as e:
+        logger.warning("[%s] report.html not written: %s", cfg.species, e)
+
+
 def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tools: Tools) -> dict:
     """Merge the quantified runs, write the gene tables, ``merge/`` in amalgkit's layout, the MultiQC
     config, ``failed_runs.tsv`` and ``summary.json``; return the summary.
@@ -91,6 +101,7 @@ def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tool
         "tool_versions": tool_versions(tools, cfg.sources),
     }
     atomic_write_json(paths.summary, summary)
+    _write_report(cfg, paths)
     logger.info(
         "[%s] %d/%d runs quantified; merged tables in %s", cfg.species, len(merged["runs"]), len(order), paths.merged
     )

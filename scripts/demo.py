@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     for species in ("Demo_pairedii", "Demo_singularis"):
         for f in sorted((out / species / "merged").glob("*.tsv")):
             print(f"merged table: {f}")
+    if (out / "report.html").is_file():
+        print(f"report: {out / 'report.html'}  (open it in a browser; it needs no network)")
     print(
         f"pipeline exit code {rc}" + ("" if rc == 0 else f"; failed runs are in {out}/*/work/metadata/failed_runs.tsv")
     )

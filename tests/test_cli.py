@@ -62,7 +62,7 @@ def _cli(args, cwd, timeout=300, **env):
 
 
 def test_every_subcommand_has_help(tmp_path):
-    for sub in ("run", "status", "retry", "refresh", "luigid"):
+    for sub in ("run", "status", "retry", "refresh", "report", "luigid"):
         r = _cli([sub, "--help"], cwd=tmp_path)
         assert r.returncode == 0, (sub, r.stderr)
         assert f"rnaseq-batch {sub}" in r.stdout, (sub, r.stdout)

@@ -4,6 +4,7 @@
     rnaseq-batch status OUTPUT_DIR          where a run stands, whether it is alive, time left
     rnaseq-batch retry OUTPUT_DIR           reset the failed runs, then `run` again tries only them
     rnaseq-batch refresh CONFIG_DIR OUTPUT_DIR   ask ENA again and plan new runs
+    rnaseq-batch report OUTPUT_DIR          one HTML page: QC, expression, timeline, disk, failures
     rnaseq-batch luigid OUTPUT_DIR          a central scheduler with the pipeline's settings
 
 ``run`` is ``luigi --module pipeline MultiSpecies`` with the project's settings in force wherever
@@ -147,6 +148,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "status": "where a run stands: progress, liveness, time left, failures so far",
         "retry": "reset the failed runs so that the next `run` tries them again, and only them",
         "refresh": "ask ENA again and plan runs published since",
+        "report": "write OUTPUT_DIR/report.html: QC, expression, timeline, disk and failures on one page",
     }
     for name, text in passthrough.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -163,9 +165,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _passthrough(name: str, rest: list[str]) -> int:
-    from . import refresh, reset, status
+    from . import refresh, report, reset, status
 
-    commands = {"status": status.main, "retry": reset.main, "refresh": refresh.main}
+    commands = {"status": status.main, "retry": reset.main, "refresh": refresh.main, "report": report.main}
     return commands[name](rest)
 
 

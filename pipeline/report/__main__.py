@@ -1,0 +1,5 @@
+import sys
+
+from ..cli.report import main
+
+sys.exit(main())
