@@ -6,6 +6,27 @@ from ..plan.sizes import human
 from .html import Figures, esc, median_of
 
 
+def _over_time(figs: Figures, title: str, data: list, xs: list, limit, limit_name: str) -> str:
+    """A GB-over-time plot of ``data`` with ``limit`` (bytes, or None) as a dashed line."""
+    if limit:
+        data = data + [
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": limit_name,
+                "x": [xs[0], xs[-1]],
+                "y": [limit / 1e9] * 2,
+                "line": {"dash": "dash", "color": "#d62728"},
+            }
+        ]
+    layout = {
+        "title": {"text": title},
+        "xaxis": {"title": {"text": "seconds since the first task"}},
+        "yaxis": {"title": {"text": "GB"}, "rangemode": "tozero"},
+    }
+    return figs.add(data, layout)
+
+
 def _disk(sp: dict, figs: Figures) -> str:
     d = sp["disk"]
     t0 = sp["timeline"]["t0"]
@@ -41,27 +62,7 @@ def _disk(sp: dict, figs: Figures) -> str:
             "line": {"shape": shape},
         }
     ]
-    if budget:
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "name": "budget",
-                "x": [xs[0], xs[-1]],
-                "y": [budget / 1e9] * 2,
-                "line": {"dash": "dash", "color": "#d62728"},
-            }
-        )
-    parts.append(
-        figs.add(
-            data,
-            {
-                "title": {"text": "Reads on disk"},
-                "xaxis": {"title": {"text": "seconds since the first task"}},
-                "yaxis": {"title": {"text": "GB"}, "rangemode": "tozero"},
-            },
-        )
-    )
+    parts.append(_over_time(figs, "Reads on disk", data, xs, budget, "budget"))
     free = [(x, s[2]) for x, s in zip(xs, samples) if s[2] is not None]
     if free:
         data = [
@@ -73,26 +74,8 @@ def _disk(sp: dict, figs: Figures) -> str:
                 "y": [f[1] / 1e9 for f in free],
             }
         ]
-        if d["min_free"] is not None:
-            data.append(
-                {
-                    "type": "scatter",
-                    "mode": "lines",
-                    "name": "disk.min_free",
-                    "x": [xs[0], xs[-1]],
-                    "y": [d["min_free"] / 1e9] * 2,
-                    "line": {"dash": "dash", "color": "#d62728"},
-                }
-            )
         parts.append(
-            figs.add(
-                data,
-                {
-                    "title": {"text": "Free space on the output's file system"},
-                    "xaxis": {"title": {"text": "seconds since the first task"}},
-                    "yaxis": {"title": {"text": "GB"}, "rangemode": "tozero"},
-                },
-            )
+            _over_time(figs, "Free space on the output's file system", data, xs, d["min_free"], "disk.min_free")
         )
     return "".join(parts)
 
