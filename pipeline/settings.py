@@ -1,7 +1,8 @@
 """The settings shared by every species: ``[pipeline]``, ``[kallisto]`` and ``[fasterq_dump]``, and
 Luigi's own ``[core]``, ``[retcode]``, ``[resources]`` and ``[worker]``.
 
-Their defaults ship with the package (``pipeline/defaults.cfg``) and are put first in Luigi's list
+Their defaults are the project's ``luigi.cfg``, shipped with the package as ``pipeline/defaults.cfg``
+(a link to it, copied into an installed package), and are put first in Luigi's list
 of config files when this module is imported, so they hold wherever the pipeline starts and however
 it was installed; a ``luigi.cfg`` in the current directory or ``LUIGI_CONFIG_PATH`` overrides them.
 This and :mod:`pipeline.tasks` are the modules that read Luigi's configuration; they turn it into
