@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .files import atomic_write_json, read_json
+from .runlog import RunLog
 
 INTERVAL = 5.0  # seconds between refreshes
 STALE_AFTER = 4  # a heartbeat this many intervals old means the run has stopped
@@ -153,8 +154,6 @@ def run_log_path(output_dir) -> Path:
 def start_run(output_dir, command: Optional[list[str]] = None, interval: float = INTERVAL) -> Heartbeat:
     """Start the heartbeat of a run on ``output_dir`` and say in its run log how it starts: afresh,
     or resuming after a run that did not finish."""
-    from .runlog import RunLog
-
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     hb = Heartbeat(output_dir, command, interval=interval)
     before = liveness(output_dir)

@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+from . import eta
 from .files import read_json
 from .paths import QUANT, SPLIT, SpeciesPaths
 
@@ -27,21 +28,22 @@ def batch_label(paths: SpeciesPaths, batch: int) -> str:
 
 
 def duration(seconds: Optional[float]) -> str:
+    """``42.0 s``, ``3m 05s``, ``2h 03m``, ``1d 2h 03m``: how the terminal, status and the report
+    say a time span."""
     if seconds is None:
         return "?"
-    if seconds < 10:
+    if seconds < 60:
         return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    m = int(seconds // 60)
-    return f"{m} min" if m < 90 else f"{m // 60} h {m % 60:02d} min"
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return f"{d}d {h}h {m:02d}m" if d else f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
 
 
 def time_left_text(paths: SpeciesPaths) -> str:
     """``about 3 min left`` for the species, from the measured rates (see :mod:`pipeline.eta`)."""
     try:
-        from . import eta
-
         left = eta.estimate(paths).get("seconds_left")
     except Exception as e:  # an estimate must never fail the work it describes
         logger.debug("no time-left estimate for %s: %s", paths.species, e)

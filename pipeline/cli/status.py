@@ -28,6 +28,7 @@ from ..model import InputError, check_species
 from ..paths import BATCH_STAGES, SPECIES, SPLIT, SpeciesPaths, species_under
 from ..plan.sizes import human
 from ..plan.space import tree_bytes
+from ..progress import duration
 
 SHOW_FAILED = 20
 #: figures of :func:`pipeline.eta.estimate` copied into a species' status
@@ -124,29 +125,17 @@ def species_status(output_dir, species: str, now: float | None = None, live: dic
     return out
 
 
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "?"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return f"{d}d {h}h {m:02d}m" if d else f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
-
-
 def _when(t: float | None, now: float) -> str:
     if t is None:
         return "at an unknown time"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-    return f"{_duration(max(0.0, now - t))} ago ({stamp})"
+    return f"{duration(max(0.0, now - t))} ago ({stamp})"
 
 
 def _liveness_line(live: dict, now: float) -> str:
     if live.get("state") == "alive":
         beat = live.get("updated_at")
-        seen = f", heartbeat {_duration(max(0.0, now - beat))} ago" if beat is not None else ""
+        seen = f", heartbeat {duration(max(0.0, now - beat))} ago" if beat is not None else ""
         return f"  run      alive: pid {live.get('pid')} on {live.get('host')}{seen}"
     if live.get("state") == "stopped":
         who = f" (pid {live.get('pid')} on {live.get('host')})" if live.get("pid") is not None else ""
@@ -179,14 +168,14 @@ def _time_left(st: dict) -> list[str]:
     if st["bytes_left"]:
         parts.append(
             f"{human(st['bytes_left'])} to download at {human(st['download_bytes_per_s'])}/s: "
-            f"{_duration(st['download_seconds_left'])}"
+            f"{duration(st['download_seconds_left'])}"
         )
     if st["reads_left"]:
         parts.append(
             f"{st['reads_left']:,} reads to quantify at {st['quant_reads_per_s']:,.0f} reads/s: "
-            f"{_duration(st['quant_seconds_left'])}"
+            f"{duration(st['quant_seconds_left'])}"
         )
-    return [f"about {_duration(st['eta_s'])} left{when} ({how})", "; ".join(parts)] if parts else ["none"]
+    return [f"about {duration(st['eta_s'])} left{when} ({how})", "; ".join(parts)] if parts else ["none"]
 
 
 def format_status(st: dict, output_dir, now: float | None = None) -> str:
@@ -210,9 +199,9 @@ def format_status(st: dict, output_dir, now: float | None = None) -> str:
         f"{human(st['bytes_on_disk'])} of reads on disk now"
     )
     if st["state"] == "done":
-        lines.append(f"  time     {_duration(st['elapsed_s'])} from planning to the merged tables")
+        lines.append(f"  time     {duration(st['elapsed_s'])} from planning to the merged tables")
     else:
-        lines.append(f"  time     {_duration(st['elapsed_s'])} since planning")
+        lines.append(f"  time     {duration(st['elapsed_s'])} since planning")
         if st["batches_cleaned"] < st["batches"]:
             first, *more = _time_left(st)
             lines.append(f"  left     {first}")

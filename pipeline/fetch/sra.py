@@ -36,7 +36,6 @@ from .transfer import SAFE_NAME_RE
 
 SRA_MAGIC = b"NCBI.sra"
 GZIP_LEVEL = 1  # level 3 saves 2 % more for 55 % more time (docs/measurements.md)
-TMP_SUFFIX = ".fqd.tmp"
 NCBI_SETTINGS_TEXT = (
     "# written by rnaseq-batch-pipeline for one fasterq-dump call on a local file\n"
     '/libs/cloud/provider = "n"\n'  # no cloud-instance probe (DNS + 169.254.169.254)

@@ -26,7 +26,8 @@ try:
 except ImportError:  # pragma: no cover
     get_plotlyjs = None
 
-from .html import SECTIONS, TITLES, Figures, _clean, _duration, _kv, _script_json, _when, esc
+from ..progress import duration
+from .html import SECTIONS, TITLES, Figures, _clean, _kv, _script_json, _when, esc
 from .sections import _expression, _qc, _timeline
 from .usage import _disk, _throughput
 
@@ -122,7 +123,7 @@ def _overview(sp: dict) -> str:
         ("bytes downloaded", f"{esc(human(o['bytes_downloaded']))} ({o['bytes_downloaded']:,} bytes)"),
         (
             "wall time",
-            f"{esc(_duration(o['wall_s']))} (started {esc(_when(o['started_at']))}"
+            f"{esc(duration(o['wall_s']))} (started {esc(_when(o['started_at']))}"
             + (f", finished {esc(_when(o['finished_at']))})" if o.get("finished_at") else ")"),
         ),
         (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Any, Optional
 
-from .html import COLORS, HEATMAP_FLOAT_MAX, Figures, _duration, _fmt, _when, esc
+from ..progress import duration
+from .html import COLORS, HEATMAP_FLOAT_MAX, Figures, _fmt, _when, esc
 
 
 def _qc(sp: dict, figs: Figures) -> str:
@@ -230,10 +231,10 @@ def _timeline(sp: dict, figs: Figures) -> str:
         )
     n_rows = len({b["batch"] for b in t["bars"]}) + 1
     parts = [
-        f"<p>Wall time {esc(_duration(t['wall_s']))} from the first task ({esc(_when(t0))}): "
+        f"<p>Wall time {esc(duration(t['wall_s']))} from the first task ({esc(_when(t0))}): "
         f'kallisto running <b data-k="quant_share">{(t["quant_share"] or 0) * 100:.1f}%</b> of it, '
         f'a download running <b data-k="download_share">{(t["download_share"] or 0) * 100:.1f}%</b>, '
-        f"nothing running {esc(_duration(t['idle_s']))} in {len(t['gaps'])} gap(s) of {1.0:.0f} s or more.</p>"
+        f"nothing running {esc(duration(t['idle_s']))} in {len(t['gaps'])} gap(s) of {1.0:.0f} s or more.</p>"
     ]
     parts.append(
         figs.add(
@@ -251,7 +252,7 @@ def _timeline(sp: dict, figs: Figures) -> str:
         longest = sorted(t["gaps"], key=lambda g: -g["seconds"])[:10]
         parts.append(
             "<p>Longest idle gaps: "
-            + ", ".join(f"{esc(_duration(g['seconds']))} at +{g['start'] - t0:.0f} s" for g in longest)
+            + ", ".join(f"{esc(duration(g['seconds']))} at +{g['start'] - t0:.0f} s" for g in longest)
             + "</p>"
         )
     return "".join(parts)
