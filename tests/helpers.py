@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
+from pipeline.testing.simulate import METADATA_COLUMNS
+
 ROOT = Path(__file__).resolve().parents[1]
 LUIGI = str(Path(sys.executable).with_name("luigi"))
-ENA_COLUMNS = [
-    "run_accession",
-    "library_layout",
-    "library_strategy",
-    "library_source",
-    "scientific_name",
-    "read_count",
-    "base_count",
-    "fastq_ftp",
-    "fastq_md5",
-    "fastq_bytes",
-]
+#: the columns of an ENA read_run table as the project's simulator writes them
+ENA_COLUMNS = list(METADATA_COLUMNS)
 
 
 def md5(path) -> str:
@@ -112,3 +106,42 @@ def tree_snapshot(root) -> dict[str, float]:
     """path -> mtime of every file below root (to prove a re-run wrote nothing)."""
     root = Path(root)
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def loopback_species(config_dir, species: str, ds: dict, server, **sections) -> Path:
+    """The YAML of a simulated dataset (``simulate.make_species_dataset``) served by a loopback
+    FileServer: ENA's host mirrored to it, ENA FASTQ only, no free-space margin; ``sections``
+    update those."""
+    download = {"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}, "sources": ["ena"]}
+    sections["download"] = download | sections.get("download", {})
+    sections.setdefault("disk", {"min_free": 0})
+    return write_species(config_dir, species, ds["transcriptome"], ds["metadata"], **sections)
+
+
+def env_without_config(**extra) -> dict:
+    """This process's environment without LUIGI_CONFIG_PATH, plus ``extra``."""
+    return {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"} | extra
+
+
+def status_cli(*args) -> subprocess.CompletedProcess:
+    """``python -m pipeline.status ARGS`` from the project root."""
+    return subprocess.run([sys.executable, "-m", "pipeline.status", *map(str, args)], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (at the moment of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 60.0) -> bool:
+    """Poll ``predicate`` every 50 ms until it is true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

@@ -17,21 +17,12 @@ from helpers import files_under, run_luigi, write_metadata
 
 from pipeline.inputs.species_config import ConfigError, load_species_config
 from pipeline.testing.fileserver import FileServer
+from pipeline.testing.simulate import METADATA_COLUMNS
 
 CONFIG_ERROR = 35  # [retcode] scheduling_error
 DELETE = object()  # in an override: drop this key from the base YAML
 
-ENA_COLUMNS = [
-    "run_accession",
-    "library_layout",
-    "library_strategy",
-    "library_source",
-    "read_count",
-    "base_count",
-    "fastq_ftp",
-    "fastq_md5",
-    "fastq_bytes",
-]
+ENA_COLUMNS = [c for c in METADATA_COLUMNS if c != "scientific_name"]
 
 
 def ena(run, ftp=None, md5="0" * 32, size="100", layout="SINGLE") -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need_tool
-from helpers import ROOT, write_species
+from helpers import ROOT, env_without_config, free_port, loopback_species
 
 from pipeline.testing import simulate
 from pipeline.testing.fileserver import FileServer
@@ -36,12 +35,7 @@ def sim(tmp_path_factory):
 
 
 def _species(cfg_dir: Path, sim, server, **sections) -> Path:
-    sections.setdefault("download", {})
-    sections["download"] = {
-        "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}, "sources": ["ena"], **sections["download"]
-    }  # fmt: skip
-    sections.setdefault("disk", {"min_free": 0})
-    return write_species(cfg_dir, "Clia_testis", sim["ds"]["transcriptome"], sim["ds"]["metadata"], **sections)
+    return loopback_species(cfg_dir, "Clia_testis", sim["ds"], server, **sections)
 
 
 def _elsewhere(tmp_path: Path) -> Path:
@@ -51,13 +45,8 @@ def _elsewhere(tmp_path: Path) -> Path:
     return d
 
 
-def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"}
-    return env | extra
-
-
 def _cli(args, cwd, timeout=300, **env):
-    return subprocess.run([CLI, *map(str, args)], cwd=cwd, env=_env(**env), capture_output=True, text=True,
+    return subprocess.run([CLI, *map(str, args)], cwd=cwd, env=env_without_config(**env), capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
 
 
@@ -118,7 +107,7 @@ def test_config_errors_exit_35_from_another_folder_with_nothing_after_the_block(
                     str(out), "--local-scheduler"]  # fmt: skip
         else:
             argv = [CLI, "run", "--config-dir", str(cfg_dir), "--output-dir", str(out)]
-        r = subprocess.run(argv, cwd=_elsewhere(tmp_path / cfg_dir.name), env=_env(), capture_output=True, text=True,
+        r = subprocess.run(argv, cwd=_elsewhere(tmp_path / cfg_dir.name), env=env_without_config(), capture_output=True, text=True,
                            timeout=120)  # fmt: skip
         assert r.returncode == CONFIG_ERROR, r.stderr[-3000:]
         assert named in r.stderr and "Clia_testis" in r.stderr
@@ -137,14 +126,6 @@ def test_an_output_folder_that_cannot_be_made_is_a_start_up_error(tmp_path, sim)
     assert f"output directory {blocker / 'out'} cannot be used" in r.stderr and "Traceback" not in r.stderr
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_ena_unreachable_is_one_line_naming_the_host(tmp_path, sim):
     cfg_dir = tmp_path / "cfg"
     cfg_dir.mkdir()
@@ -153,7 +134,7 @@ def test_ena_unreachable_is_one_line_naming_the_host(tmp_path, sim):
         f"reference: {{transcriptome: {sim['ds']['transcriptome']}}}\n"
         "metadata: {query: 'tax_eq(1)'}\n"
     )
-    port = _closed_port()
+    port = free_port()
     override = tmp_path / "luigi.cfg"
     override.write_text(f"[pipeline]\nena_portal_url = http://127.0.0.1:{port}/ena/portal/api\n"
                         "download_attempts = 2\nbackoff_base = 0.05\nbackoff_max = 0.1\n")  # fmt: skip
@@ -171,7 +152,7 @@ def test_ctrl_c_mid_download_says_one_line_and_the_same_command_resumes(tmp_path
         cfg = _species(tmp_path / "cfg", sim, server, batch={"size": 4})
         out = tmp_path / "out"
         argv = [CLI, "run", "--config-dir", str(cfg.parent), "--output-dir", str(out), "--workers", "2"]
-        p = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        p = subprocess.Popen(argv, cwd=tmp_path, env=env_without_config(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)  # fmt: skip
         fastq = out / "Clia_testis" / "fastq"
         deadline = time.monotonic() + 60
@@ -185,7 +166,7 @@ def test_ctrl_c_mid_download_says_one_line_and_the_same_command_resumes(tmp_path
         partial = sum(f.stat().st_size for f in fastq.rglob("*.part"))
         assert partial > 0
         first = len(server.requests)
-        r = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+        r = subprocess.run(argv, cwd=tmp_path, env=env_without_config(), capture_output=True, text=True, timeout=300)
         assert r.returncode == OK, r.stderr[-3000:]
         resumed = [q for q in server.requests[first:] if q.get("range")]
         sent = sum(q.get("bytes_sent", 0) for q in server.requests if q["method"] == "GET")
@@ -212,7 +193,7 @@ def test_an_installed_copy_runs_from_outside_the_checkout(tmp_path, sim):
     with FileServer(sim["archive"]) as server:
         cfg = _species(tmp_path / "cfg", sim, server, quant={"threads": 2})
         r = subprocess.run([str(venv / "bin" / "rnaseq-batch"), "run", "--config-dir", str(cfg.parent),
-                            "--output-dir", str(tmp_path / "out")], cwd=_elsewhere(tmp_path), env=_env(),
+                            "--output-dir", str(tmp_path / "out")], cwd=_elsewhere(tmp_path), env=env_without_config(),
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == OK, r.stderr[-3000:]
     assert (tmp_path / "out" / "Clia_testis" / "merged" / "Clia_testis_tpm.tsv").is_file()
@@ -223,9 +204,9 @@ def test_luigid_subcommand_keeps_its_state_under_the_output_folder(tmp_path):
     import json
     import urllib.request
 
-    port = _closed_port()
+    port = free_port()
     out = tmp_path / "fresh" / "out"
-    p = subprocess.Popen([CLI, "luigid", str(out), "--port", str(port)], cwd=_elsewhere(tmp_path), env=_env(),
+    p = subprocess.Popen([CLI, "luigid", str(out), "--port", str(port)], cwd=_elsewhere(tmp_path), env=env_without_config(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
         answer = None

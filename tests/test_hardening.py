@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need_tool
-from helpers import write_species
+from helpers import env_without_config, free_port, loopback_species, wait_for
 
 from pipeline.files import is_temp_name
 from pipeline.testing import simulate
@@ -38,15 +38,8 @@ def sim(tmp_path_factory):
 
 
 def _species(cfg_dir: Path, sim, server, **sections) -> Path:
-    download = {"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}, "sources": ["ena"]}
-    sections["download"] = download | sections.get("download", {})
-    sections.setdefault("disk", {"min_free": 0})
     sections.setdefault("batch", {"size": 2, "prefetch": 1})
-    return write_species(cfg_dir, SPECIES, sim["ds"]["transcriptome"], sim["ds"]["metadata"], **sections)
-
-
-def _env(**extra) -> dict:
-    return {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"} | extra
+    return loopback_species(cfg_dir, SPECIES, sim["ds"], server, **sections)
 
 
 def _run_args(cfg: Path, out: Path, *extra) -> list[str]:
@@ -72,18 +65,11 @@ def reference(sim, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reference")
     with FileServer(sim["archive"]) as server:
         cfg = _species(tmp / "cfg", sim, server)
-        r = subprocess.run(_run_args(cfg, tmp / "out"), env=_env(), capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            _run_args(cfg, tmp / "out"), env=env_without_config(), capture_output=True, text=True, timeout=300
+        )
     assert r.returncode == 0, r.stderr[-3000:]
     return _tables(tmp / "out")
-
-
-def _wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_second_run_on_the_same_folder_is_refused_or_waits(tmp_path, sim, reference):
@@ -92,15 +78,15 @@ def test_a_second_run_on_the_same_folder_is_refused_or_waits(tmp_path, sim, refe
     with FileServer(sim["archive"], throttle_bps=400_000) as server:
         cfg = _species(tmp_path / "cfg", sim, server)
         out = tmp_path / "out"
-        first = subprocess.Popen(_run_args(cfg, out, "--workers", "2"), env=_env(), stdout=subprocess.PIPE,
+        first = subprocess.Popen(_run_args(cfg, out, "--workers", "2"), env=env_without_config(), stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-        assert _wait_for(lambda: any(out.rglob("*.part")))
-        second = subprocess.run(_run_args(cfg, out, "--workers", "1"), env=_env(), capture_output=True, text=True,
+        assert wait_for(lambda: any(out.rglob("*.part")))
+        second = subprocess.run(_run_args(cfg, out, "--workers", "1"), env=env_without_config(), capture_output=True, text=True,
                                 timeout=60)  # fmt: skip
         assert second.returncode == 10, second.stderr[-2000:]
         assert f"pid {first.pid}" in second.stderr and "--wait-for-lock" in second.stderr
         assert "Traceback" not in second.stderr
-        waiter = subprocess.run(_run_args(cfg, out, "--workers", "3", "--wait-for-lock"), env=_env(),
+        waiter = subprocess.run(_run_args(cfg, out, "--workers", "3", "--wait-for-lock"), env=env_without_config(),
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
         first.communicate(timeout=300)
         assert first.returncode == 0
@@ -120,7 +106,7 @@ def test_kill_9_at_random_instants_then_the_same_command_finishes_the_same(tmp_p
         out = tmp_path / "out"
         quant = out / SPECIES / "quant"
         for _ in range(6):
-            p = subprocess.Popen(_run_args(cfg, out, "--workers", "3"), env=_env(), stdout=subprocess.DEVNULL,
+            p = subprocess.Popen(_run_args(cfg, out, "--workers", "3"), env=env_without_config(), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
             time.sleep(rng.uniform(0.3, 2.5))
             os.killpg(p.pid, signal.SIGKILL)
@@ -128,44 +114,38 @@ def test_kill_9_at_random_instants_then_the_same_command_finishes_the_same(tmp_p
             done = {d.name for d in quant.iterdir() if (d / "abundance.tsv").is_file()} if quant.is_dir() else set()
             seen = len(server.requests)
             # a finished run is never fetched again
-            r = subprocess.Popen(_run_args(cfg, out, "--workers", "3"), env=_env(), stdout=subprocess.DEVNULL,
+            r = subprocess.Popen(_run_args(cfg, out, "--workers", "3"), env=env_without_config(), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
             time.sleep(rng.uniform(0.2, 1.0))
             os.killpg(r.pid, signal.SIGKILL)
             r.wait(timeout=30)
             again = [q["path"] for q in server.requests[seen:] if q["method"] == "GET"]
             assert not [g for g in again if any(f"/{run}/" in g for run in done)], (done, again)
-        final = subprocess.run(_run_args(cfg, out), env=_env(), capture_output=True, text=True, timeout=300)
+        final = subprocess.run(
+            _run_args(cfg, out), env=env_without_config(), capture_output=True, text=True, timeout=300
+        )
     assert final.returncode == 0, final.stderr[-3000:]
     assert _tables(out) == reference
     assert _leftovers(out) == [], "temporary files survived a successful run"
     assert not any((out / SPECIES / "fastq").rglob("*.gz"))
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_a_worker_killed_under_luigid_is_finished_by_another_that_exits_0(tmp_path, sim, reference):
-    port = _free_port()
+    port = free_port()
     settings = tmp_path / "luigi.cfg"
     settings.write_text("[scheduler]\nworker_disconnect_delay = 1\nretry_delay = 1\n")
-    env = _env(LUIGI_CONFIG_PATH=str(settings))
+    env = env_without_config(LUIGI_CONFIG_PATH=str(settings))
     daemon = subprocess.Popen([CLI, "luigid", str(tmp_path / "sched"), "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        assert _wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 30)
+        assert wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 30)
         with FileServer(sim["archive"], throttle_bps=400_000) as server:
             cfg = _species(tmp_path / "cfg", sim, server)
             out = tmp_path / "out"
             argv = _run_args(cfg, out, "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port))
             first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)  # fmt: skip
-            assert _wait_for(lambda: any(out.rglob("*.part")))
+            assert wait_for(lambda: any(out.rglob("*.part")))
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=30)
             time.sleep(3)  # past worker_disconnect_delay: the scheduler drops the dead worker
@@ -183,7 +163,7 @@ def test_a_reference_that_cannot_be_fetched_fetches_no_reads(tmp_path, sim):
         text = cfg.read_text().replace(str(sim["ds"]["transcriptome"]), server.url + "/no/such/transcripts.fa.gz")
         cfg.write_text(text)
         out = tmp_path / "out"
-        r = subprocess.run(_run_args(cfg, out), env=_env(), capture_output=True, text=True, timeout=300)
+        r = subprocess.run(_run_args(cfg, out), env=env_without_config(), capture_output=True, text=True, timeout=300)
         gets = [q["path"] for q in server.requests if q["method"] == "GET"]
     assert r.returncode == 30, r.stderr[-3000:]
     assert gets and all(g == "/no/such/transcripts.fa.gz" for g in gets), gets
@@ -209,9 +189,9 @@ def test_a_disk_that_fills_mid_download_is_a_named_failure_then_a_correct_rerun(
     out = small_disk / "out"
     with FileServer(sim["archive"], throttle_bps=300_000) as server:
         cfg = _species(small_disk.parent / "cfg", sim, server, batch={"size": 6, "prefetch": 0})
-        p = subprocess.Popen(_run_args(cfg, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        p = subprocess.Popen(_run_args(cfg, out), env=env_without_config(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
-        assert _wait_for(lambda: any(f.stat().st_size > 0 for f in out.rglob("*.part")))
+        assert wait_for(lambda: any(f.stat().st_size > 0 for f in out.rglob("*.part")))
         filler = small_disk / "filler"
         with open(filler, "wb") as fh:  # another program takes the rest of the disk
             try:
@@ -225,7 +205,7 @@ def test_a_disk_that_fills_mid_download_is_a_named_failure_then_a_correct_rerun(
         named = [x for x in stderr.splitlines() if "the disk filled while" in x]
         assert named and str(out / SPECIES / "fastq") in named[0] and "still to come" in named[0], stderr[-2000:]
         filler.unlink()  # room is made
-        r = subprocess.run(_run_args(cfg, out), env=_env(), capture_output=True, text=True, timeout=300)
+        r = subprocess.run(_run_args(cfg, out), env=env_without_config(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _tables(out) == reference
     assert _leftovers(out) == []
@@ -238,7 +218,7 @@ def test_a_running_pipeline_samples_the_reads_on_disk(tmp_path, sim):
     with FileServer(sim["archive"], throttle_bps=600_000) as server:
         cfg = _species(tmp_path / "cfg", sim, server, batch={"size": 2, "prefetch": 0, "max_bytes": "2M"})
         out = tmp_path / "out"
-        r = subprocess.run(_run_args(cfg, out), env=_env(LUIGI_CONFIG_PATH=str(settings)), capture_output=True,
+        r = subprocess.run(_run_args(cfg, out), env=env_without_config(LUIGI_CONFIG_PATH=str(settings)), capture_output=True,
                            text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line.split("\t") for line in (out / ".rnaseq-batch" / "disk.tsv").read_text().splitlines()[1:]]

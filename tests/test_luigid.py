@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import need_tool
-from helpers import ROOT, files_under, run_luigi, write_species
+from helpers import ROOT, files_under, free_port, run_luigi, write_species
 
 from pipeline.testing import simulate
 from pipeline.testing.fileserver import FileServer
@@ -38,12 +37,6 @@ def _luigid_binary() -> str:
     if not found:
         pytest.skip(f"luigid not found (neither {exe} nor on PATH): `pip install luigi` provides it")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(base: str, method: str, **data):
@@ -75,7 +68,7 @@ def luigid(tmp_path):
     d.mkdir()
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(ROOT / "luigi.cfg"))
     for attempt in range(3):  # the free port may be taken between our probe and luigid's bind
-        port = _free_port()
+        port = free_port()
         log = open(d / f"luigid_{attempt}.log", "w")
         proc = subprocess.Popen(
             [

@@ -21,6 +21,7 @@ from pipeline.inputs.metadata import (
     write_skipped_tsv,
 )
 from pipeline.model import PAIRED, SINGLE, InputError, Run
+from pipeline.testing.simulate import METADATA_COLUMNS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ENA_ROW = "ena_filereport_SRR9320616_fetchngs_usage.tsv"
@@ -43,17 +44,7 @@ def write(tmp_path: Path, name: str, rows: list[list[str]], sep: str = "\t") -> 
     return p
 
 
-ENA_HEADER = [
-    "run_accession",
-    "library_layout",
-    "library_strategy",
-    "library_source",
-    "read_count",
-    "base_count",
-    "fastq_ftp",
-    "fastq_md5",
-    "fastq_bytes",
-]
+ENA_HEADER = [c for c in METADATA_COLUMNS if c != "scientific_name"]
 
 
 def ena_table(tmp_path, rows, name="ena.tsv", sep="\t", header=ENA_HEADER):

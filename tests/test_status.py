@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from conftest import need_tool
-from helpers import LUIGI, ROOT, run_luigi, write_species
+from helpers import LUIGI, ROOT, loopback_species, run_luigi, status_cli
 
 from pipeline.cli import status
 from pipeline.testing import simulate
@@ -29,26 +29,7 @@ def ds(tmp_path_factory):
 
 
 def _config(tmp_path, ds, server):
-    return write_species(
-        tmp_path / "cfg",
-        SPECIES,
-        ds["transcriptome"],
-        ds["metadata"],
-        batch={"size": 2},
-        download={"sources": ["ena"], "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
-        disk={"min_free": 0},
-    )
-
-
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.status", *map(str, args)],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return loopback_species(tmp_path / "cfg", SPECIES, ds, server, batch={"size": 2})
 
 
 def test_part_done_then_failures_then_done(tmp_path, ds):
@@ -88,7 +69,7 @@ def test_part_done_then_failures_then_done(tmp_path, ds):
             4,
         )
         assert st["bytes_downloaded"] > 0 and st["bytes_on_disk"] == 0 and st["eta_s"] > 0  # batch 0 gave the rates
-        text = _cli(out)
+        text = status_cli(out)
         assert text.returncode == 0 and "1 of 3 done" in text.stdout and "2 of 6 quantified" in text.stdout
 
         # the rest, with one run's second mate gone from the archive
@@ -101,7 +82,7 @@ def test_part_done_then_failures_then_done(tmp_path, ds):
         assert [(f["run"], f["batch"], f["stage"]) for f in st["failed"]] == [("DRR000104", 1, "download")]
         assert "404" in st["failed"][0]["reason"]
         assert st["eta_s"] is None and st["elapsed_s"] > 0
-        text = _cli(out).stdout
+        text = status_cli(out).stdout
         assert "failed   DRR000104 (batch 1, download)" in text and f"rnaseq-batch retry {out}" in text
 
         # retry the failure with the file back: done
@@ -109,7 +90,7 @@ def test_part_done_then_failures_then_done(tmp_path, ds):
         assert _retry(out).returncode == 0
         r = run_luigi(tmp_path / "cfg", out)
         assert r.returncode == 0, r.stderr[-3000:]
-    st = json.loads(_cli(out, "--json").stdout)[0]
+    st = json.loads(status_cli(out, "--json").stdout)[0]
     assert st["state"] == "done" and (st["runs_quantified"], st["runs_failed"]) == (6, 0)
 
 
@@ -125,22 +106,22 @@ def _retry(out):
 
 
 def test_bad_arguments_are_named(tmp_path):
-    r = _cli(tmp_path / "absent")
+    r = status_cli(tmp_path / "absent")
     assert r.returncode == 2 and "output directory not found" in r.stderr
     (tmp_path / "empty").mkdir()
-    r = _cli(tmp_path / "empty")
+    r = status_cli(tmp_path / "empty")
     assert r.returncode == 2 and "no species" in r.stderr
-    r = _cli(tmp_path / "empty", "--species", "../etc")
+    r = status_cli(tmp_path / "empty", "--species", "../etc")
     assert r.returncode == 2 and "invalid species name" in r.stderr
-    r = _cli(tmp_path / "empty", "--species", "Not_yet")  # no such species folder: an error, not "not started"
+    r = status_cli(tmp_path / "empty", "--species", "Not_yet")  # no such species folder: an error, not "not started"
     assert r.returncode == 2 and "no species 'Not_yet'" in r.stderr
 
 
 def test_an_unknown_species_is_an_error_naming_it(tmp_path):
     out = tmp_path / "out"
     (out / "Known_sp" / "work" / "markers").mkdir(parents=True)
-    r = _cli(out, "--species", "Nope")
+    r = status_cli(out, "--species", "Nope")
     assert r.returncode == 2
     assert "'Nope'" in r.stderr and "Known_sp" in r.stderr and r.stdout == ""
-    r = _cli(out, "--species", "Known_sp")
+    r = status_cli(out, "--species", "Known_sp")
     assert r.returncode == 0 and "Known_sp: not started" in r.stdout

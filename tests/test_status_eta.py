@@ -9,13 +9,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import need_tool
-from helpers import ROOT, luigi_args, write_species
+from helpers import ROOT, loopback_species, luigi_args, status_cli
 
 from pipeline import eta
 from pipeline.cli import status
@@ -44,32 +43,13 @@ def ds(tmp_path_factory):
     ) | {"archive": root / "archive"}
 
 
-def _config(tmp_path, ds, server) -> Path:
-    write_species(
-        tmp_path / "cfg",
-        SPECIES,
-        ds["transcriptome"],
-        ds["metadata"],
-        batch={"size": 2},
-        download={"sources": ["ena"], "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}},
-        disk={"min_free": 0},
-    )
+def _config(tmp_path, ds, server):
+    loopback_species(tmp_path / "cfg", SPECIES, ds, server, batch={"size": 2})
     return tmp_path / "cfg"
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.status", *map(str, args)],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def _json(out) -> dict:
-    r = _cli(out, "--json")
+    r = status_cli(out, "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)[0]
 
@@ -119,7 +99,7 @@ def test_eta_half_way_is_within_a_factor_of_two_of_the_real_remainder(tmp_path, 
                 return st if st["batches_cleaned"] >= 2 else None
 
             st = _wait_for("half the batches cleaned up", half_way, proc=proc)
-            text = _cli(out).stdout
+            text = status_cli(out).stdout
             proc.wait(timeout=120)
             ended = time.time()
         finally:
@@ -158,7 +138,7 @@ def test_status_says_stopped_after_the_pipeline_is_killed(tmp_path, ds):
     assert st["state"] == "stopped" and st["liveness"]["state"] == "stopped"
     assert st["liveness"]["why"] == f"process {proc.pid} is gone"
     assert st["liveness"]["stopped_at"] <= time.time() and st["batches_cleaned"] < st["batches"]
-    text = _cli(out).stdout
+    text = status_cli(out).stdout
     assert f"{SPECIES}: stopped" in text and f"process {proc.pid} is gone" in text
     assert "running" not in text and "alive" not in text.replace("none is known to be alive", "")
     assert "resume   the same command again: " in text and "MultiSpecies" in text
