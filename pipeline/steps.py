@@ -20,6 +20,7 @@ from typing import Callable, Optional
 from .fetch.retry import RetryPolicy
 from .fetch.sources import FetchSetup, apply_max_bp, clear_run_dir, obtain_run
 from .fetch.transfer import fetch, safe_name
+from .files import sync_filesystem
 from .inputs import ena, metadata, tx2gene
 from .inputs.species_config import SpeciesConfig
 from .model import InputError, RemoteFile, Run, RunDownload, RunQuant, Tools
@@ -102,10 +103,11 @@ def plan_species(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status
     if cfg.max_bytes:
         _warn_about_sizes(cfg, runs, sra_route)
     for i, group in enumerate(groups[len(kept) :], len(kept)):
-        batches.write_batch(paths.batch_file(i), i, group)
+        batches.write_batch(paths.batch_file(i), i, group, sync=False)
     for i, path in list(paths.batch_files()):  # a re-plan may need fewer batches
         if i >= len(groups):
             path.unlink()
+    sync_filesystem(paths.runs_table.parent)  # once for the whole plan, before its marker
     return {
         "runs": len(runs),
         "skipped": len(skipped),

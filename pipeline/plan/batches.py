@@ -9,9 +9,10 @@ When the ``.sra`` route is one of the sources, a batch also keeps room for one c
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable, Optional
 
-from ..files import atomic_write_json, read_json
+from ..files import atomic_write_text, read_json
 from ..model import Run
 from .sizes import DEFAULT_BYTES_PER_BASE, expected_bytes, run_cost, sra_excess
 
@@ -113,21 +114,23 @@ def batch_bytes(runs: Iterable[Run], bytes_per_base: float = DEFAULT_BYTES_PER_B
     return total, unknown
 
 
-def write_batch(path, batch: int, runs: list[Run], bytes_per_base: float = DEFAULT_BYTES_PER_BASE) -> None:
+def write_batch(
+    path, batch: int, runs: list[Run], bytes_per_base: float = DEFAULT_BYTES_PER_BASE, sync: bool = True
+) -> None:
     """One batch as JSON: ``batch``, ``runs`` and, for information, ``expected_bytes`` (known
     sizes summed), ``unknown_size`` (runs without any size) and ``sra_room`` (:func:`sra_room`).
-    :func:`read_batch` needs ``runs`` only, so files written before these fields existed still read."""
+    :func:`read_batch` needs ``runs`` only, so files written before these fields existed still read.
+    ``sync=False``: the caller flushes the plan once (:func:`~pipeline.files.sync_filesystem`)."""
     total, unknown = batch_bytes(runs, bytes_per_base)
-    atomic_write_json(
-        path,
-        {
-            "batch": batch,
-            "expected_bytes": total,
-            "unknown_size": unknown,
-            "sra_room": sra_room(runs, bytes_per_base),
-            "runs": [r.to_dict() for r in runs],
-        },
-    )
+    record = {
+        "batch": batch,
+        "expected_bytes": total,
+        "unknown_size": unknown,
+        "sra_room": sra_room(runs, bytes_per_base),
+        "runs": [r.to_dict() for r in runs],
+    }
+    # one line, not indented: json's C encoder then writes it, 10x faster, for plans of 10,000+ batches
+    atomic_write_text(path, json.dumps(record, separators=(",", ":")) + "\n", sync=sync)
 
 
 def read_batch(path) -> list[Run]:
