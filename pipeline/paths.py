@@ -68,6 +68,18 @@ class SpeciesPaths:
                 out[parsed[1]] = p
         return out
 
+    def unfinished_batches(self, n: int, limit: Optional[int] = None) -> list[int]:
+        """The first ``limit`` (all when None) of batches ``0..n-1`` without a cleanup marker,
+        in order, from one listing of the markers folder."""
+        done = set(self.batch_markers(CLEANUP))
+        out = []
+        for i in range(n):
+            if i not in done:
+                out.append(i)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
     # -- the plan ------------------------------------------------------------------------------
     def batch_file(self, batch: int) -> Path:
         return self.metadata / "batches" / f"batch_{batch:05d}.json"

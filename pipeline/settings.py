@@ -12,6 +12,7 @@ domain code takes as arguments.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Optional
 
@@ -66,6 +67,26 @@ class PipelineSettings(_Section):
     heartbeat_seconds = luigi.FloatParameter(
         default=5.0, description="how often a run refreshes its heartbeat and samples the reads on disk"
     )
+    host = luigi.Parameter(
+        default="",
+        description="this machine's name in markers and logs (empty: its host name); "
+        "each machine's [resources] cpu and download are its own",
+    )
+    batch_window = luigi.IntParameter(
+        default=500,
+        description="unfinished batches of a species put before the scheduler at once; the next "
+        "ones follow as these finish, so a 100,000-run species stays a few thousand tasks",
+    )
+    archive_connections = luigi.IntParameter(
+        default=12,
+        description="under a central scheduler: connections all machines together open to one "
+        "archive host (each batch downloading claims download.parallel of them)",
+    )
+    rejoin_seconds = luigi.FloatParameter(
+        default=5.0,
+        description="under a central scheduler: how often a worker with nothing to do looks "
+        "again while other workers still run tasks of the study",
+    )
     disk_limit = luigi.Parameter(
         default="",
         description="cap on bytes under the output directory, e.g. 500G "
@@ -80,6 +101,9 @@ class PipelineSettings(_Section):
             max_retry_after=self.max_retry_after,
             stall_seconds=stall_seconds or self.stall_seconds,
         )
+
+    def host_name(self) -> str:
+        return self.host or socket.gethostname()
 
     def disk_limit_bytes(self) -> Optional[int]:
         return parse_size(self.disk_limit) if self.disk_limit else None

@@ -18,18 +18,25 @@ from typing import Optional
 
 import luigi
 import luigi.interface
+import luigi.rpc
 
 from . import finish, progress, settings, steps
 from .cli.console import install_failure_filter, install_progress_handler, report_input_error
+from .fetch.sources import archive_hosts
 from .files import atomic_write_json, read_json, remove_stale_temps
 from .heartbeat import Heartbeat, run_log_path, start_run
+from .hostcap import HostCaps
 from .inputs.species_config import SpeciesConfig, load_all, load_species_config
 from .model import InputError
 from .paths import CLEANUP, DOWNLOAD, INDEX, QUANT, SPECIES, SPLIT, SpeciesPaths
+from .plan import batches
 from .runlock import LockRefused, RunLock
 from .runlog import RunLog
+from .scheduler import CLAIM, archive_resource, central_scheduler, publish_shared_caps
 
 logger = logging.getLogger(__name__)
+#: the caps that are each machine's own (``[resources]`` of its settings)
+HOST_RESOURCES = ("cpu", "download")
 
 
 install_failure_filter()
@@ -69,12 +76,32 @@ class SpeciesTask(luigi.Task):
         if os.getpid() != _MAIN_PID:  # a worker child: Ctrl-C is the parent's to handle, in one line,
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # and the parent's SIGTERM ends it at once
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        started_at, t0 = time.time(), time.monotonic()
-        figures = step(self.cfg, self.paths, *args)
-        figures |= {"seconds": round(time.monotonic() - t0, 3), "started_at": started_at, "finished_at": time.time()}
+        with HOST_CAPS.hold(self.host_claim(), waiting=lambda m: self.status(f"{self.cfg.species}: {m}")):
+            started_at, t0 = time.time(), time.monotonic()
+            figures = step(self.cfg, self.paths, *args)
+        figures |= {
+            "seconds": round(time.monotonic() - t0, 3),
+            "started_at": started_at,
+            "finished_at": time.time(),
+            "host": settings.PipelineSettings().host_name(),
+        }
         self.status(self.done_message(figures), 100)
         atomic_write_json(self.output().path, figures)
         return figures
+
+    def host_claim(self) -> dict[str, int]:
+        """What this task holds of its machine's ``cpu`` and ``download`` while it runs."""
+        return {}
+
+    @property
+    def resources(self):  # type: ignore[override]  # Luigi reads it as an attribute
+        """On a local scheduler, the machine's caps as Luigi counts them; under a central one,
+        the caps all machines share (:meth:`shared_claim`); the machine's own are held by
+        :data:`HOST_CAPS`."""
+        return self.shared_claim() if central_scheduler() else self.host_claim()
+
+    def shared_claim(self) -> dict[str, int]:
+        return {}
 
     def done_message(self, figures: dict) -> str:
         """The web view's last word on a finished task."""
@@ -109,7 +136,8 @@ class SplitMetadata(SpeciesTask):
 class BuildIndex(SpeciesTask):
     """Fetch the transcriptome into genome/ when it is a URL, and build the kallisto index once."""
 
-    resources = {"cpu": 1}
+    def host_claim(self) -> dict[str, int]:
+        return {"cpu": 1}
 
     def output(self):
         return luigi.LocalTarget(str(self.paths.marker(INDEX)))
@@ -125,7 +153,17 @@ class BatchDownload(BatchTask):
     """Download the batch's runs. Batch n waits for the cleanup of batch n - prefetch - 1, so at
     most ``prefetch + 1`` batches of reads are on disk at once, and for the species' index."""
 
-    resources = {"download": 1}
+    def host_claim(self) -> dict[str, int]:
+        return {"download": 1}
+
+    def shared_claim(self) -> dict[str, int]:
+        """``download.parallel`` connections to each archive host the batch may contact."""
+        runs = batches.read_batch(self.paths.batch_file(self.batch))
+        wanted = min(self.cfg.download_parallel, len(runs))
+        cap = settings.PipelineSettings().archive_connections
+        claim = {archive_resource(h): min(wanted, cap) for h in archive_hosts(runs, self.cfg.sources, self.cfg.mirrors)}
+        publish_shared_caps({name: cap for name in claim})
+        return claim
 
     def requires(self):
         # the index first: no read is fetched for a species whose reference cannot be had
@@ -148,8 +186,7 @@ class BatchDownload(BatchTask):
 class BatchQuant(BatchTask):
     """kallisto on every downloaded run of the batch, one after another with ``quant.threads``."""
 
-    @property  # Luigi reads it as an attribute; a property computes it per species
-    def resources(self):  # type: ignore[override]
+    def host_claim(self) -> dict[str, int]:
         return {"cpu": self.cfg.threads}
 
     def requires(self):
@@ -188,17 +225,40 @@ class BatchCleanup(BatchTask):
 
 
 class Species(SpeciesTask):
-    """All batches of one species, then the merged tables and the failure report."""
+    """All batches of one species, then the merged tables and the failure report.
+
+    Once the species is planned, its next ``[pipeline] batch_window`` unfinished batches are
+    requirements, so every worker of a central scheduler sees them and takes any; ``run`` puts
+    the later windows before the scheduler as the earlier ones finish (and all of them, when the
+    plan was made after this task was scheduled)."""
 
     def requires(self):
-        return SplitMetadata(**self.species_args())
+        # Luigi asks again just before run() and refuses to run a task whose requirements are not
+        # all complete then, so the window is taken once per task object: run() moves it on.
+        if not hasattr(self, "_deps"):
+            deps: dict = {"plan": SplitMetadata(**self.species_args())}
+            n = self.planned_batches()
+            if n is not None:
+                deps["index"] = BuildIndex(**self.species_args())
+                deps["batches"] = [BatchCleanup(batch=i, **self.species_args()) for i in self.next_window(n)]
+            self._deps = deps
+        return self._deps
+
+    def planned_batches(self) -> Optional[int]:
+        split = self.paths.marker(SPLIT)
+        return read_json(split)["batches"] if split.is_file() else None
+
+    def next_window(self, n: int) -> list[int]:
+        return self.paths.unfinished_batches(n, settings.PipelineSettings().batch_window)
 
     def output(self):
         return luigi.LocalTarget(str(self.paths.marker(SPECIES)))
 
     def run(self):
-        n = read_json(self.input().path)["batches"]
-        yield [BuildIndex(**self.species_args())] + [BatchCleanup(batch=i, **self.species_args()) for i in range(n)]
+        n = read_json(self.input()["plan"].path)["batches"]
+        yield BuildIndex(**self.species_args())
+        while window := self.next_window(n):
+            yield [BatchCleanup(batch=i, **self.species_args()) for i in window]
         self.run_step(finish.finish_species, n, settings.tools())
 
 
@@ -210,7 +270,7 @@ class MultiSpecies(luigi.WrapperTask):
 
     def requires(self):
         try:
-            configs = load_all(self.config_dir, caps={r: settings.resource_cap(r) for r in ("cpu", "download")})
+            configs = load_all(self.config_dir, caps={r: settings.resource_cap(r) for r in HOST_RESOURCES})
             species = [Species(config_path=str(c.path), output_dir=self.output_dir) for c in configs]
             # local metadata tables of unfinished species are checked before any species downloads
             for c, task in zip(configs, species):
@@ -232,8 +292,6 @@ HEARTBEATS: dict[str, Heartbeat] = {}
 LOCKS: dict[str, RunLock] = {}
 #: refusals to share an output directory with another run (rnaseq-batch run exits 10 on one)
 REFUSED: list[str] = []
-#: how this process claims an output directory: ``rnaseq-batch run`` sets these from its options
-CLAIM: dict[str, Optional[bool]] = {"wait": False, "shared": None}
 
 
 def claim_output_dir(output_dir: str) -> None:
@@ -242,9 +300,7 @@ def claim_output_dir(output_dir: str) -> None:
     key = str(Path(output_dir).resolve())
     if key in HEARTBEATS:
         return
-    shared = CLAIM["shared"]
-    if shared is None:
-        shared = not luigi.interface.core().local_scheduler
+    shared = central_scheduler()
     lock = RunLock(key, shared=shared)
     try:
         lock.acquire(wait=bool(CLAIM["wait"]), say=logger.warning)
@@ -277,6 +333,9 @@ def end_heartbeats(exit_code: Optional[int]) -> None:
 
 #: the process that imported the pipeline; Luigi runs tasks in forked children when workers > 1
 _MAIN_PID = os.getpid()
+
+#: this machine's cpu and download caps, made before Luigi forks its workers (see :mod:`pipeline.hostcap`)
+HOST_CAPS = HostCaps({name: settings.resource_cap(name) for name in HOST_RESOURCES})
 
 
 @functools.lru_cache(maxsize=64)

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "pipeline"
-LUIGI_ALLOWED = {"tasks.py", "settings.py"}  # and everything in cli/
+LUIGI_ALLOWED = {"tasks.py", "settings.py", "scheduler.py"}  # and everything in cli/
 MAX_LINES = 400
 
 

@@ -163,7 +163,7 @@ def test_multispecies_writes_every_marker_in_dependency_order(tmp_path, sim, kal
     summary = json.loads(paths.summary.read_text())
     assert summary["tool_versions"]["kallisto"] == _kallisto_version(kallisto_bin)
     assert (summary["runs"], summary["quantified"], summary["failed"]) == (4, 4, 0)
-    assert {k: v for k, v in t[SPECIES].items() if k not in ("seconds", "started_at", "finished_at")} == summary
+    assert {k: v for k, v in t[SPECIES].items() if k not in ("seconds", "started_at", "finished_at", "host")} == summary
 
 
 # -- 2. the requires() wiring and prefetch ----------------------------------------------------
@@ -212,10 +212,17 @@ def test_requires_follow_prefetch(tmp_path, sim):
             "index": BuildIndex(**args),
         }
         assert BatchCleanup(batch=2, **args).requires() == BatchQuant(batch=2, **args)
-        assert Species(**args).requires() == SplitMetadata(**args)
-        # Species' dynamic dependencies are the index and every planned batch's cleanup
-        first = next(iter(Species(**args).run()))
-        assert first == [BuildIndex(**args)] + [BatchCleanup(batch=n, **args) for n in range(4)]
+        # once planned, the batches are requirements every worker of a scheduler sees
+        cleanups = [BatchCleanup(batch=n, **args) for n in range(4)]
+        assert Species(**args).requires() == {
+            "plan": SplitMetadata(**args),
+            "index": BuildIndex(**args),
+            "batches": cleanups,
+        }
+        # and run() puts the same before the scheduler (for a plan made after it was scheduled)
+        steps = iter(Species(**args).run())
+        assert next(steps) == BuildIndex(**args)
+        assert next(steps) == cleanups
         assert not SpeciesPaths(args["output_dir"], NAME).marker(SPECIES).exists()
     # the kallisto task claims quant.threads of the shared cpu resource, downloads one download slot
     assert BatchQuant(batch=0, **p0).resources == {"cpu": 1}

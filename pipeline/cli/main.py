@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -76,8 +77,6 @@ def _raise_interrupt(signum, frame):
 
 
 def run(a: argparse.Namespace) -> int:
-    import luigi.retcodes
-
     from .. import tasks  # installs the packaged settings before Luigi reads its configuration
 
     argv = luigi_argv(a)
@@ -85,10 +84,7 @@ def run(a: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     code: Optional[int] = None
     try:
-        luigi.retcodes.run_with_retcodes(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
+        code = _passes(argv, a)
     except KeyboardInterrupt as e:
         why = str(e) or "SIGINT"
         print(f"interrupted ({why}); run the same command again to resume", file=sys.stderr, flush=True)
@@ -101,6 +97,49 @@ def run(a: argparse.Namespace) -> int:
     if code in (ALREADY_RUNNING, NOT_RUN) and _all_finished(a):
         return 0  # whoever did the work, every species is finished
     return code
+
+
+def _one_pass(argv: list[str]) -> int:
+    import luigi.retcodes
+    import luigi.task_register
+
+    luigi.task_register.Register.clear_instance_cache()  # new task objects: each looks at the plan anew
+    try:
+        luigi.retcodes.run_with_retcodes(argv)
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+
+
+def _passes(argv: list[str], a: argparse.Namespace) -> int:
+    """Luigi's run, once on a local scheduler. Under a central one, again whenever this worker
+    ran out of tasks while other workers still run some of the study: a look at the plan then
+    shows the batches that became visible since (a window, a species just planned) and those a
+    dead worker lost once the scheduler has dropped it. Ends when the study is finished, when a
+    task of this worker failed, or when no task of the study runs anywhere any more (three times in
+    a row, ``rejoin_seconds`` apart)."""
+    from .. import scheduler, settings, tasks
+
+    idle, first = 0, True
+    while True:
+        # Luigi's one-copy-per-machine lock is taken by the first pass; it would refuse the next ones
+        code = _one_pass(argv if first else [*argv, "--no-lock"])
+        first = False
+        if not a.scheduler_host or tasks.REFUSED or code not in (0, ALREADY_RUNNING, NOT_RUN) or _all_finished(a):
+            return code
+        out = _output_dir(a)
+        url = f"http://{a.scheduler_host}:{a.scheduler_port or 8082}/"
+        idle = 0 if scheduler.study_running_elsewhere(out, url) else idle + 1
+        logging.getLogger(__name__).info("pass ended with exit code %s; idle looks: %d", code, idle)
+        if idle >= 3:
+            return code
+        time.sleep(settings.PipelineSettings().rejoin_seconds)
+
+
+def _output_dir(a: argparse.Namespace) -> str:
+    from .. import tasks
+
+    return a.output_dir or str(tasks.MultiSpecies().output_dir)
 
 
 def _all_finished(a: argparse.Namespace) -> bool:

@@ -242,3 +242,18 @@ def _failed(res: RunDownload, reason: str, run_dir, log: RunLog) -> RunDownload:
     clear_run_dir(run_dir)
     res.status, res.reason = "failed", reason
     return res
+
+
+def archive_hosts(runs: Sequence[Run], sources: Sequence[str], mirrors: Optional[dict] = None) -> list[str]:
+    """The servers (``host[:port]``, after ``mirrors``) that fetching ``runs`` by ``sources`` may
+    contact, sorted; local files (``file://``) contact none. Politeness caps count per host."""
+    hosts = set()
+    for run in runs:
+        urls = ([rf.url for rf in run.files] if "ena" in sources else []) + (
+            list(run.sra_urls) if "sra" in sources else []
+        )
+        for url in urls:
+            parts = urllib.parse.urlsplit(apply_mirrors(url, mirrors or {}))
+            if parts.scheme.lower() in ("http", "https", "ftp") and parts.netloc:
+                hosts.add(parts.netloc.lower())
+    return sorted(hosts)
