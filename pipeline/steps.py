@@ -230,6 +230,7 @@ def download_batch(
         sources=cfg.sources,
         tools=shared.tools,
         threads=cfg.threads,
+        connections=cfg.download_connections,
         sra_lock=threading.Lock(),
         progress=progress.received,
     )
