@@ -44,6 +44,8 @@ from .retry import GiveUp, Retryable, RetryPolicy, wait_or_give_up
 
 #: Smallest segment: below it a connection spends too much of its life opening and ramping up.
 MIN_SEGMENT = 8 << 20
+#: Smallest ``download.min_segment`` accepted.
+MIN_SEGMENT_FLOOR = 4096
 #: Most connections one file may use (``download.connections`` is checked against it).
 MAX_CONNECTIONS = 16
 #: ``download.connections`` when a species does not say.
@@ -75,9 +77,19 @@ def plan(total: int, connections: int, min_segment: int = MIN_SEGMENT) -> list[S
     return [Segment(bounds[i], bounds[i + 1]) for i in range(n)]
 
 
-def worth_segmenting(rf: RemoteFile, connections: int) -> bool:
-    """Whether ``rf`` is fetched in segments: its size is known and makes two or more."""
-    return connections > 1 and rf.bytes is not None and len(plan(rf.bytes, connections)) > 1
+@dataclass(frozen=True)
+class Split:
+    """How a file is cut: ``download.connections`` and ``download.min_segment``."""
+
+    connections: int = 1
+    min_segment: int = MIN_SEGMENT
+
+    def plan(self, total: int) -> list[Segment]:
+        return plan(total, self.connections, self.min_segment)
+
+    def applies(self, rf: RemoteFile) -> bool:
+        """Whether ``rf`` is fetched in segments: its size is known and makes two or more."""
+        return self.connections > 1 and rf.bytes is not None and len(self.plan(rf.bytes)) > 1
 
 
 def sidecar_path(part: Path) -> Path:
@@ -134,7 +146,7 @@ def to_single_stream(part: Path, rf: RemoteFile) -> None:
     sidecar_path(part).unlink(missing_ok=True)
 
 
-def resume_state(part: Path, rf: RemoteFile, connections: int) -> list[Segment]:
+def resume_state(part: Path, rf: RemoteFile, split: Split) -> list[Segment]:
     """The segments of ``part`` and what of each is already on disk: from the sidecar; from the
     size of a ``.part`` a one-stream attempt left (its bytes are a prefix); else a fresh plan."""
     assert rf.bytes is not None
@@ -145,7 +157,7 @@ def resume_state(part: Path, rf: RemoteFile, connections: int) -> list[Segment]:
         have = min(part.stat().st_size, rf.bytes) if not sidecar_path(part).exists() else 0
     else:
         have = 0
-    segs = plan(rf.bytes, connections)
+    segs = split.plan(rf.bytes)
     for s in segs:
         s.done = min(max(have - s.start, 0), s.end - s.start)
     if not have:
@@ -299,14 +311,14 @@ def fetch_segments(
     policy: RetryPolicy,
     log: RunLog,
     progress: Optional[Callable[[int], None]],
-    connections: int,
+    split: Split,
     open_url: Callable,
     make_error: Callable[[str], Exception],
 ) -> Optional[str]:
     """Fetch ``rf`` into ``part`` in segments, resuming what the sidecar records. Returns the md5
     of the whole file (None when ``rf`` has none). Raises RangeUnsupported (nothing more was
     written; fetch it as one stream) or ``make_error(message)`` when a segment gives up."""
-    segs = resume_state(part, rf, connections)
+    segs = resume_state(part, rf, split)
     _save(part, rf, [(s.start, s.end, s.done) for s in segs])  # before the first byte is written
     pending = [i for i, s in enumerate(segs) if not s.complete]
     fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)

@@ -46,7 +46,7 @@ class FetchSetup:
     sources: Sequence[str] = SOURCES
     tools: Tools = field(default_factory=Tools)
     threads: int = 1  # fasterq-dump threads
-    connections: int = 1  # download.connections: HTTP connections per large file
+    split: segments.Split = field(default_factory=segments.Split)  # download.connections, min_segment
     #: shared by the runs of one batch: their ``.sra`` routes (download and conversion) take turns,
     #: so the batch holds at most one conversion's excess (see :func:`pipeline.plan.sizes.sra_excess`)
     sra_lock: Optional[threading.Lock] = None
@@ -111,7 +111,7 @@ def _fetch_ena(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> RunDownlo
     for rf, name in zip(run.files, staged_names(run.run, run.files, setup.mirrors)):
         if name != rf.name:
             log.write(f"ena: {rf.name} ({rf.url}) is staged as {name}")
-        info = fetch(rf, out / name, setup.mirrors, setup.policy, log, setup.progress, setup.connections)
+        info = fetch(rf, out / name, setup.mirrors, setup.policy, log, setup.progress, setup.split)
         names.append(name)
         total += info["bytes"]
     return RunDownload(
@@ -146,7 +146,7 @@ def _fetch_sra_unlocked(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> 
         )
         dest = out / rf.name
         try:
-            info = fetch(rf, dest, setup.mirrors, setup.policy, log, setup.progress, setup.connections)
+            info = fetch(rf, dest, setup.mirrors, setup.policy, log, setup.progress, setup.split)
             paths = sra.sra_to_fastq(
                 dest,
                 out,

@@ -159,12 +159,12 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
 _ONE_STREAM = "one stream"
 
 
-def _segmented_attempt(url, part: Path, rf: RemoteFile, policy, log: RunLog, progress, connections: int, label: str):
+def _segmented_attempt(url, part: Path, rf: RemoteFile, policy, log: RunLog, progress, split, label: str):
     """:func:`segments.fetch_segments`; ``_ONE_STREAM`` when the server ignores Range (the
     ``.part`` is then removed: a one-stream attempt starts over)."""
     try:
         return segments.fetch_segments(
-            url, part, rf, policy, log, progress, connections, open_url, lambda m: DownloadError(f"{url}: {m}")
+            url, part, rf, policy, log, progress, split, open_url, lambda m: DownloadError(f"{url}: {m}")
         )
     except segments.RangeUnsupported as e:
         log.write(f"{label}: the server does not serve byte ranges ({e}); one stream instead")
@@ -188,12 +188,13 @@ def fetch(
     policy: Optional[RetryPolicy] = None,
     log: Optional[RunLog] = None,
     progress: Optional[Callable[[int], None]] = None,
-    connections: int = 1,
+    split: Optional[segments.Split] = None,
 ) -> dict:
     """Fetch ``rf`` to ``dest`` (verified), resuming a ``.part`` left by an earlier attempt.
 
-    A file of known size big enough for two segments is fetched over ``connections`` at once
-    (:mod:`pipeline.fetch.segments`), or as one stream when the server ignores Range.
+    With ``split`` (``download.connections``), a file of known size big enough for two segments
+    comes over several connections at once (:mod:`pipeline.fetch.segments`), or as one stream
+    when the server ignores Range.
 
     Returns {"path", "bytes", "attempts", "url"}; raises DownloadError naming the URL and reason.
     """
@@ -223,10 +224,10 @@ def fetch(
                 if part.exists():
                     part.unlink()
                 _fetch_local(Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path)), part)
-            elif scheme in ("http", "https") and segments.worth_segmenting(rf, connections):
-                digest = _segmented_attempt(url, part, rf, policy, log, progress, connections, dest.name)
+            elif scheme in ("http", "https") and split is not None and split.applies(rf):
+                digest = _segmented_attempt(url, part, rf, policy, log, progress, split, dest.name)
                 if digest is _ONE_STREAM:
-                    connections, attempt = 1, attempt - 1
+                    split, attempt = None, attempt - 1
                     continue
             elif scheme in ("http", "https"):
                 digest = _http_attempt(url, part, rf, policy, progress)
