@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +42,7 @@ from download_bench import PROXY_VARS, ChildServer, TestFile, make_file, timed_m
 
 from pipeline.fetch.http import CHUNK  # noqa: E402
 from pipeline.fetch.retry import RetryPolicy  # noqa: E402
+from pipeline.fetch.segments import Split  # noqa: E402
 from pipeline.fetch.transfer import DownloadError, fetch  # noqa: E402
 from pipeline.model import RemoteFile  # noqa: E402
 from pipeline.runlog import RunLog  # noqa: E402
@@ -64,13 +66,13 @@ def _wire(server, url_path: str) -> dict:
     return {"requests": len(reqs), "wire_mb": sum(q["bytes_sent"] or 0 for q in reqs) / MB}
 
 
-def run_ours(server, tf: TestFile, dl: Path, connections: int) -> dict:
+def run_ours(server, tf: TestFile, dl: Path, split: Split) -> dict:
     _clear(dl)
     dest, log_path = dl / "f.bin", dl / "run.log"
     rf = RemoteFile(url=server.url + tf.url_path, name="f.bin", md5=tf.md5, bytes=tf.size)
     t0 = time.perf_counter()
     try:
-        fetch(rf, dest, None, RetryPolicy(backoff_base=0.05), RunLog(log_path), connections=connections)
+        fetch(rf, dest, None, RetryPolicy(backoff_base=0.05), RunLog(log_path), split=split)
         digest: Optional[str] = tf.md5  # fetch verified it: it raises otherwise
     except DownloadError:
         digest = None
@@ -137,7 +139,7 @@ def rows(server, tf: TestFile, dl: Path, drops: bool) -> dict:
         if drops:
             server.set_fault(tf.url_path, drop_after=tf.size // 16, times=DROPS)
         if kind == "ours":
-            res[label] = run_ours(server, tf, dl, arg)
+            res[label] = run_ours(server, tf, dl, Split(arg))
         elif kind == "aria":
             n, md5 = arg
             # aria2c checks nothing without --checksum: the row without it is not charged our md5 check
@@ -146,6 +148,43 @@ def rows(server, tf: TestFile, dl: Path, drops: bool) -> dict:
         else:
             res[label] = run_cmd(server, tf, dl, curl(url, out), out, hash_after=True)
     server.clear_faults()
+    return res
+
+
+def small_files(server, files: list, dl: Path, delay: float) -> dict:
+    """download.min_segment: smaller files with a slow first byte (``delay`` s per request, as a
+    far server's round trips), 8 connections with several minimum segment sizes, and 1."""
+    res = {}
+    for tf in files:
+        server.clear_faults()
+        server.set_fault(tf.url_path, delay_seconds=delay)
+        for label, split in [("1 connection", Split(1))] + [
+            (f"8 connections, min_segment {m >> 20} MiB", Split(8, m)) for m in (1 << 20, 4 << 20, 8 << 20)
+        ]:
+            server.clear_requests()
+            res[f"{tf.size // MB} MB, {label}"] = run_ours(server, tf, dl, split)
+    server.clear_faults()
+    return res
+
+
+def parallel_runs(server, files: list, dl: Path) -> dict:
+    """download.parallel 4 (the default): 4 files at once, each with 1, 2, 4 and 8 connections;
+    aggregate MB/s over the shared link."""
+    res = {}
+    for c in (1, 2, 4, 8):
+        server.clear_requests()
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(len(files)) as pool:
+            got = list(pool.map(lambda i, c=c: run_ours(server, files[i], dl / str(i), Split(c)), range(len(files))))
+        seconds = time.perf_counter() - t0
+        total = sum(tf.size for tf in files) / MB
+        res[f"{len(files)} files at once, {c} connection{'s' if c > 1 else ''} each"] = {
+            "seconds": seconds,
+            "mbps": total / seconds,
+            "md5_ok": all(g["md5_ok"] for g in got),
+            "requests": len(server.requests()),
+            "wire_mb": sum(q["bytes_sent"] or 0 for q in server.requests()) / MB,
+        }
     return res
 
 
@@ -203,6 +242,20 @@ def report(res: dict) -> str:
         ]:
             lines.append(f"  {x} / {y}: {ratio(x, y)}")
         lines.append("")
+    lines += ["PARALLEL RUNS: download.parallel 4, the same 24 MB file 4 times at once (aggregate)", head]
+    for label, r in res["parallel"].items():
+        lines.append(
+            f"{label:40} {r['mbps']:7.1f} {r['seconds']:6.2f} {r['requests']:4d} {r['wire_mb']:8.1f} "
+            f"{'yes' if r['md5_ok'] else 'NO':>6}"
+        )
+    lines.append("")
+    lines += [f"SMALL FILES: {a['delay']:g} s before each response's first byte (a far server's round trips)", head]
+    for label, r in res["small"].items():
+        lines.append(
+            f"{label:40} {r['mbps']:7.1f} {r['seconds']:6.2f} {r['requests']:4d} {r['wire_mb']:8.1f} "
+            f"{'yes' if r['md5_ok'] else 'NO':>6} {r.get('md5_s', ''):>6} {r.get('md5_tail_s', ''):>6}"
+        )
+    lines.append("")
     lines.append(
         "md5 s: our hashing time; tail s: hashing still to do after the last byte arrived. "
         "wire MB: body bytes the server sent (resumed segments fetch only what they miss)."
@@ -215,6 +268,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rate-mb", type=float, default=8.0, help="MB/s per connection (default 8)")
     ap.add_argument("--link", type=int, default=8, help="the link carries this many connections' worth (default 8)")
     ap.add_argument("--size-mb", type=int, default=96, help="file size in MB (default 96)")
+    ap.add_argument("--delay", type=float, default=0.1, help="first-byte delay per request for the small files")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     a = ap.parse_args(argv)
     for tool in ("aria2c", "curl"):
@@ -227,15 +281,18 @@ def main(argv=None) -> int:
         work = Path(tmp)
         (work / "srv").mkdir()
         tf = make_file(work / "srv" / "big.bin", a.size_mb * MB)
+        small = [make_file(work / "srv" / f"small{n}.bin", n * MB) for n in (8, 24)]
         server = ChildServer(work / "srv")
         try:
             server.set_throttle(a.rate_mb * MB)
             server.set_link(a.link * a.rate_mb * MB)
             res = {
-                "args": {"rate_mb": a.rate_mb, "link": a.link, "size_mb": a.size_mb},
+                "args": {"rate_mb": a.rate_mb, "link": a.link, "size_mb": a.size_mb, "delay": a.delay},
                 "clean": rows(server, tf, work / "dl", drops=False),
                 "drops": rows(server, tf, work / "dl", drops=True),
                 "cache": page_cache_costs(tf.path),
+                "small": small_files(server, small, work / "dl", a.delay),
+                "parallel": parallel_runs(server, small[1:] * 4, work / "dl"),
             }
         finally:
             server.stop()

@@ -43,7 +43,7 @@ from .http import CHUNK, USER_AGENT, parse_content_range, read_blocks
 from .retry import GiveUp, Retryable, RetryPolicy, wait_or_give_up
 
 #: Smallest segment: below it a connection spends too much of its life opening and ramping up.
-MIN_SEGMENT = 8 << 20
+MIN_SEGMENT = 4 << 20
 #: Smallest ``download.min_segment`` accepted.
 MIN_SEGMENT_FLOOR = 4096
 #: Most connections one file may use (``download.connections`` is checked against it).
