@@ -297,7 +297,8 @@ def _segment(job: _Job, i: int, probe: bool) -> None:
                 if not seg.complete and not job.cancel.is_set():
                     raise Retryable(f"short read: {seg.done} of {seg.end - seg.start} bytes")
             except Retryable as r:
-                wait_or_give_up(job.policy, attempt, r, job.log, f"{job.rf.name} {label}", give_up)
+                # the back-off ends early when another segment has failed
+                wait_or_give_up(job.policy, attempt, r, job.log, f"{job.rf.name} {label}", give_up, job.cancel.wait)
     except BaseException:
         job.cancel.set()  # the other segments stop at their next block
         job.ranges_ok.set()
