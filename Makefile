@@ -61,6 +61,7 @@ typecheck: venv
 
 bench: deps
 	$(PY) bench/download_bench.py
+	$(PY) bench/segments_bench.py
 	$(PY) bench/pipeline_bench.py
 
 clean-demo:

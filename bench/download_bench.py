@@ -81,6 +81,9 @@ def _server_child(root: str, conn) -> None:
             elif op == "set_throttle":
                 server.throttle_bps = args[0]
                 result = None
+            elif op == "set_link":
+                server.link_bps = args[0]
+                result = None
             elif op in calls:
                 result = getattr(server, op)(*args, **kwargs)
             else:
@@ -141,6 +144,9 @@ class ChildServer:
     def set_throttle(self, bps):
         return self._call("set_throttle", bps)
 
+    def set_link(self, bps):
+        return self._call("set_link", bps)
+
     def stop(self):
         try:
             self._conn.send(("stop", (), {}))
@@ -179,6 +185,9 @@ class ThreadServer:
 
     def set_throttle(self, bps):
         self._server.throttle_bps = bps
+
+    def set_link(self, bps):
+        self._server.link_bps = bps
 
     def stop(self):
         self._server.stop()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .fetch.retry import RetryPolicy
+from .fetch.segments import Split
 from .fetch.sources import FetchSetup, apply_max_bp, clear_run_dir, obtain_run
 from .fetch.transfer import fetch, safe_name
 from .files import sync_filesystem
@@ -232,6 +233,7 @@ def download_batch(
         sources=cfg.sources,
         tools=shared.tools,
         threads=cfg.threads,
+        split=Split(cfg.download_connections, cfg.min_segment),
         sra_lock=threading.Lock(),
         progress=progress.received,
     )

@@ -32,7 +32,7 @@ from ..model import SOURCES, RemoteFile, Run, RunDownload, Tools, excerpt, file_
 from ..reads import cap
 from ..reads.fastq import count_fastq_records
 from ..runlog import RunLog
-from . import sra
+from . import segments, sra
 from .retry import RetryPolicy
 from .transfer import DownloadError, apply_mirrors, fetch
 
@@ -46,6 +46,7 @@ class FetchSetup:
     sources: Sequence[str] = SOURCES
     tools: Tools = field(default_factory=Tools)
     threads: int = 1  # fasterq-dump threads
+    split: segments.Split = field(default_factory=segments.Split)  # download.connections, min_segment
     #: shared by the runs of one batch: their ``.sra`` routes (download and conversion) take turns,
     #: so the batch holds at most one conversion's excess (see :func:`pipeline.plan.sizes.sra_excess`)
     sra_lock: Optional[threading.Lock] = None
@@ -110,7 +111,7 @@ def _fetch_ena(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> RunDownlo
     for rf, name in zip(run.files, staged_names(run.run, run.files, setup.mirrors)):
         if name != rf.name:
             log.write(f"ena: {rf.name} ({rf.url}) is staged as {name}")
-        info = fetch(rf, out / name, setup.mirrors, setup.policy, log, setup.progress)
+        info = fetch(rf, out / name, setup.mirrors, setup.policy, log, setup.progress, setup.split)
         names.append(name)
         total += info["bytes"]
     return RunDownload(
@@ -145,7 +146,7 @@ def _fetch_sra_unlocked(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> 
         )
         dest = out / rf.name
         try:
-            info = fetch(rf, dest, setup.mirrors, setup.policy, log, setup.progress)
+            info = fetch(rf, dest, setup.mirrors, setup.policy, log, setup.progress, setup.split)
             paths = sra.sra_to_fastq(
                 dest,
                 out,
@@ -160,7 +161,7 @@ def _fetch_sra_unlocked(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> 
             log.write(f"sra: {url}: {e}")
             unconvertible = isinstance(e, sra.SraError) and dest.exists() and sra.is_sra_file(dest)
             dest.unlink(missing_ok=True)
-            Path(out, f".{rf.name}.part").unlink(missing_ok=True)
+            segments.discard(Path(out, f".{rf.name}.part"))
             if unconvertible:
                 break  # a real .sra that fasterq-dump cannot convert: other copies will not do better
             continue

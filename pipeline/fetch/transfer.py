@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 from ..model import ExpectedFailure, RemoteFile, excerpt, file_name_problem
 from ..runlog import RunLog
+from . import segments
 from .http import (
     CHUNK,
     RETRY_STATUSES,
@@ -83,12 +84,27 @@ def _verify(part: Path, rf: RemoteFile, url: str, digest: Optional[str]) -> None
             raise DownloadError(f"{url}: md5 mismatch: expected {rf.md5}, got {got}")
 
 
+def open_url(url: str, headers: dict, policy: RetryPolicy):
+    """The response to a GET of ``url``. A connection that fails and the statuses worth another
+    attempt raise Retryable; any other HTTP error status raises the HTTPError."""
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        return urllib.request.urlopen(req, timeout=policy.stall_seconds)
+    except urllib.error.HTTPError as e:
+        if e.code in RETRY_STATUSES:
+            raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After"))) from None
+        raise
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        raise Retryable(f"{host_of(url)}: {connection_problem(e)}") from None
+
+
 def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, progress) -> Optional[str]:
     """One transfer attempt into ``part``, resuming from its current size. Raises Retryable.
 
     Returns the md5 of the whole ``part`` when it was computed on the way (the blocks are hashed as
     they arrive, after the bytes already on disk), else None and the caller hashes the file.
     """
+    segments.to_single_stream(part, rf)  # a segmented .part keeps only its all-written prefix
     have = part.stat().st_size if part.exists() else 0
     if rf.bytes is not None and have > rf.bytes:
         part.unlink()
@@ -98,18 +114,13 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
-    req = urllib.request.Request(url, headers=headers)
     try:
-        resp = urllib.request.urlopen(req, timeout=policy.stall_seconds)
+        resp = open_url(url, headers, policy)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:
             part.unlink()  # our partial file is longer than the server's: start over
             raise Retryable(f"HTTP 416 on resume from byte {have}; restarting", wait=0) from None
-        if e.code in RETRY_STATUSES:
-            raise Retryable(f"HTTP {e.code}", wait=retry_after(e.headers.get("Retry-After"))) from None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise Retryable(f"{host_of(url)}: {connection_problem(e)}") from None
     with resp:
         mode = "ab"
         h = hashlib.md5() if rf.md5 else None
@@ -145,6 +156,22 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
     return h.hexdigest() if h is not None else None
 
 
+_ONE_STREAM = "one stream"
+
+
+def _segmented_attempt(url, part: Path, rf: RemoteFile, policy, log: RunLog, progress, split, label: str):
+    """:func:`segments.fetch_segments`; ``_ONE_STREAM`` when the server ignores Range (the
+    ``.part`` is then removed: a one-stream attempt starts over)."""
+    try:
+        return segments.fetch_segments(
+            url, part, rf, policy, log, progress, split, open_url, lambda m: DownloadError(f"{url}: {m}")
+        )
+    except segments.RangeUnsupported as e:
+        log.write(f"{label}: the server does not serve byte ranges ({e}); one stream instead")
+        segments.discard(part)
+        return _ONE_STREAM
+
+
 def _fetch_local(path: Path, part: Path) -> None:
     if not path.is_file():
         raise DownloadError(f"{path}: local file not found")
@@ -161,8 +188,13 @@ def fetch(
     policy: Optional[RetryPolicy] = None,
     log: Optional[RunLog] = None,
     progress: Optional[Callable[[int], None]] = None,
+    split: Optional[segments.Split] = None,
 ) -> dict:
     """Fetch ``rf`` to ``dest`` (verified), resuming a ``.part`` left by an earlier attempt.
+
+    With ``split`` (``download.connections``), a file of known size big enough for two segments
+    comes over several connections at once (:mod:`pipeline.fetch.segments`), or as one stream
+    when the server ignores Range.
 
     Returns {"path", "bytes", "attempts", "url"}; raises DownloadError naming the URL and reason.
     """
@@ -192,6 +224,11 @@ def fetch(
                 if part.exists():
                     part.unlink()
                 _fetch_local(Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path)), part)
+            elif scheme in ("http", "https") and split is not None and split.applies(rf):
+                digest = _segmented_attempt(url, part, rf, policy, log, progress, split, dest.name)
+                if digest is _ONE_STREAM:
+                    split, attempt = None, attempt - 1
+                    continue
             elif scheme in ("http", "https"):
                 digest = _http_attempt(url, part, rf, policy, progress)
             else:
@@ -199,7 +236,7 @@ def fetch(
             try:
                 _verify(part, rf, url, digest)
             except DownloadError as e:
-                part.unlink(missing_ok=True)
+                segments.discard(part)
                 if scheme != "file" and not md5_retry_done:
                     md5_retry_done = True  # one clean retry: a resumed transfer may have joined two versions
                     log.write(f"{dest.name}: attempt {attempt}: {e}; retrying once from scratch")
@@ -213,5 +250,5 @@ def fetch(
             wait_or_give_up(policy, attempt, r, log, dest.name, give_up)
         except DownloadError as e:
             log.write(f"{dest.name}: {e}")
-            part.unlink(missing_ok=True)
+            segments.discard(part)
             raise

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..fetch.segments import DEFAULT_CONNECTIONS, MAX_CONNECTIONS, MIN_SEGMENT, MIN_SEGMENT_FLOOR
 from ..model import SOURCES, InputError, excerpt, has_control, species_problem
 from ..plan.sizes import parse_size
 from . import bounded_yaml, selection
@@ -42,6 +43,16 @@ def _int_min(lo):
             return f"must be an integer, got {excerpt(v)}"
         if v < lo:
             return f"must be >= {lo}, got {excerpt(v)}"
+
+    return check
+
+
+def _int_range(lo, hi):
+    def check(v):
+        problem = _int_min(lo)(v)
+        if problem is None and v > hi:
+            return f"must be <= {hi}, got {excerpt(v)}"
+        return problem
 
     return check
 
@@ -134,6 +145,8 @@ SCHEMA: dict[str, Any] = {
     },
     "download": {
         "parallel": (False, 4, _int_min(1)),
+        "connections": (False, DEFAULT_CONNECTIONS, _int_range(1, MAX_CONNECTIONS)),
+        "min_segment": (False, MIN_SEGMENT, _size(MIN_SEGMENT_FLOOR)),
         "mirrors": (False, {}, _mirrors),
         "sources": (False, list(SOURCES), _sources),
         "stall_seconds": (False, None, _positive_number),
@@ -161,6 +174,8 @@ class SpeciesConfig:
     min_free: int = 1 << 30  # free space to leave on the output's file system
     disk_wait_seconds: float = 600
     download_parallel: int = 4
+    download_connections: int = DEFAULT_CONNECTIONS  # HTTP connections per large file
+    min_segment: int = MIN_SEGMENT  # bytes; a file is cut into segments no smaller
     mirrors: dict = field(default_factory=dict)
     sources: list = field(default_factory=lambda: list(SOURCES))
     stall_seconds: Optional[float] = None  # overrides [pipeline] stall_seconds
@@ -285,6 +300,8 @@ def load_species_config(path) -> SpeciesConfig:
         min_free=parse_size(v["disk"]["min_free"]),
         disk_wait_seconds=v["disk"]["wait_seconds"],
         download_parallel=v["download"]["parallel"],
+        download_connections=v["download"]["connections"],
+        min_segment=parse_size(v["download"]["min_segment"]),
         mirrors=dict(v["download"]["mirrors"]),
         sources=list(v["download"]["sources"]),
         stall_seconds=v["download"]["stall_seconds"],

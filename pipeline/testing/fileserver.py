@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any, Dict, List, Optional
 
 # Defined in fileserver_handler, re-exported (see __all__) for callers of pipeline.testing.fileserver.
@@ -48,6 +49,7 @@ class FileServer:
 
     ``port=0`` picks a free port. ``throttle_bps`` limits each response to that many bytes per
     second (None or 0: unlimited); it may be changed at any time, also mid-transfer.
+    ``link_bps`` limits all responses together (a shared link; None or 0: unlimited).
     """
 
     def __init__(
@@ -59,6 +61,8 @@ class FileServer:
         self.host = _check_loopback(host)
         self._requested_port = int(port)
         self.throttle_bps = throttle_bps
+        self.link_bps: Optional[float] = None
+        self._link_next = 0.0  # when the shared link is free again (time.monotonic)
         self.verbose = verbose
         self.errors: List[str] = []  # tracebacks of unexpected handler errors
         self._lock = threading.Lock()
@@ -164,6 +168,14 @@ class FileServer:
                 f.remaining -= 1
             return f
 
+    def _link_slot(self, n: int) -> float:
+        """Book ``n`` bytes on the shared link; return when (time.monotonic) they may be sent."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._link_next)
+            self._link_next = start + n / float(self.link_bps or 1)
+            return start
+
     # -- request log ------------------------------------------------------------------------
 
     @property
@@ -226,12 +238,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
     parser.add_argument("--throttle-bps", type=float, default=None, help="limit each response to N bytes per second")
+    parser.add_argument("--link-bps", type=float, default=None, help="limit all responses together to N bytes/s")
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     args = parser.parse_args(argv)
     try:
         server = FileServer(
             args.root, host=args.host, port=args.port, throttle_bps=args.throttle_bps, verbose=args.verbose
         )
+        server.link_bps = args.link_bps
         server.start()
     except (ValueError, OSError) as e:
         print(f"fileserver: {e}", file=sys.stderr)

@@ -34,6 +34,8 @@ query ignored):
                        header it claims, not the range that was asked.
 ``throttle_bps=N``     bandwidth limit for this path, overriding the server-wide one.
 
+``FileServer.link_bps`` (not a fault) limits all responses together, as one shared link would.
+
 ``times`` counts every matching request, whether or not the fault changes its answer (e.g. an
 ``ignore_range`` fault is used up by a request without Range).
 """
@@ -394,6 +396,12 @@ class _Handler(BaseHTTPRequestHandler):
             if not stalled:
                 n = min(n, stall_after - sent)
 
+            if owner.link_bps:
+                n = min(n, max(1024, int(owner.link_bps / 50)))
+                wait = owner._link_slot(n) - time.monotonic()
+                if wait > 0 and stopping.wait(wait):
+                    self._abort()
+                    return
             data = source.read(start + sent, n)
             if not data:  # file shrank under us
                 self._abort()
