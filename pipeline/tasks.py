@@ -146,11 +146,12 @@ class BatchDownload(BatchTask):
 
 
 class BatchQuant(BatchTask):
-    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``."""
+    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``.
+    In ``download.mode: stream`` it also downloads (the runs it streams), so it holds a download."""
 
     @property  # Luigi reads it as an attribute; a property computes it per species
     def resources(self):  # type: ignore[override]
-        return {"cpu": self.cfg.threads}
+        return {"cpu": self.cfg.threads} | ({"download": 1} if self.cfg.streams else {})
 
     def requires(self):
         return {
@@ -169,7 +170,7 @@ class BatchQuant(BatchTask):
         reference = read_json(self.input()["index"].path)
         self.run_step(
             lambda cfg, paths: steps.quantify_batch(
-                cfg, paths, self.batch, downloaded, settings.tools(), self.status, reference
+                cfg, paths, self.batch, downloaded, settings.tools(), self.status, reference, shared().policy
             )
         )
 

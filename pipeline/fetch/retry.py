@@ -41,10 +41,17 @@ class RetryPolicy:
 
 
 def wait_or_give_up(
-    policy: RetryPolicy, attempt: int, why: Retryable, log: RunLog, label: str, give_up: GiveUp
+    policy: RetryPolicy,
+    attempt: int,
+    why: Retryable,
+    log: RunLog,
+    label: str,
+    give_up: GiveUp,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> None:
     """After attempt ``attempt`` failed with ``why``: raise ``give_up(message)`` when it was the
-    last one, else log and sleep the back-off (or the server's hint) before the next."""
+    last one, else log and sleep the back-off (or the server's hint) before the next. ``sleep``
+    may be an event's ``wait``, so that a transfer being cancelled stops waiting at once."""
     if attempt >= policy.attempts:
         log.write(f"{label}: attempt {attempt}: {why}; giving up")
         w = give_up.waited
@@ -52,7 +59,7 @@ def wait_or_give_up(
         raise give_up(f"failed after {attempt} attempts{waited}; last: {why}") from None
     wait = policy.delay(attempt, why.wait)
     log.write(f"{label}: attempt {attempt}: {why}; retrying in {wait:.1f} s")
-    time.sleep(wait)
+    sleep(wait)
     give_up.waited += wait
 
 
