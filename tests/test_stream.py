@@ -317,3 +317,11 @@ def test_download_mode_settings(tmp_path):
         load_species_config(write_species(tmp_path, "S", tx, meta, download={"mode": "fifo"}))
     with pytest.raises(ConfigError, match=r"key 'download.stream_fallback' must be one of file, fail"):
         load_species_config(write_species(tmp_path, "S", tx, meta, download={"stream_fallback": "retry"}))
+
+
+def test_fileserver_link_bps_shares_one_link_among_responses(tmp_path):
+    """The benchmark's throttled link: bookings on the shared link queue behind each other."""
+    server = FileServer(tmp_path, link_bps=1000)
+    first, second, third = server._link_wait(500), server._link_wait(500), server._link_wait(1000)
+    assert first == 0.0 and 0.4 < second <= 0.5 and 0.9 < third <= 1.0
+    assert FileServer(tmp_path)._link_wait(10**9) == 0.0  # off unless asked for
