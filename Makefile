@@ -62,6 +62,7 @@ typecheck: venv
 bench: deps
 	$(PY) bench/download_bench.py
 	$(PY) bench/pipeline_bench.py
+	$(PY) bench/stream_bench.py
 
 clean-demo:
 	rm -rf output/demo

@@ -11,9 +11,9 @@ by all responses (``FileServer(link_bps=...)``), set by default so that a run ta
 to download as kallisto takes on it (measured first on the local files), the case where
 overlapping a run's download with its own quant matters most.
 
-Both modes use the same settings: ``[resources] cpu = 1, download = 1`` (one kallisto and one
-download at a time), ``--workers 2``, ``batch.size 2``, ``batch.prefetch 1``,
-``download.parallel 1``. Measured:
+Both modes use the same settings: ``[resources] cpu = download = --slots`` (default 1: one
+kallisto and one download at a time), ``--workers`` slots + 1, ``batch.size 2``,
+``batch.prefetch 1``, ``download.parallel 1``, ``quant.threads 1``. Measured:
 
 - wall: the luigi child's wall time;
 - CPU: user + system seconds of the luigi child and its reaped children (workers, kallisto), from
@@ -30,7 +30,10 @@ Prints one table with the ratios (stream / file) and writes OUT/stream_bench.jso
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
+import os
+import stat
 import statistics
 import sys
 import threading
@@ -76,18 +79,20 @@ MEDIANS = (
 
 def read_bytes_on_disk(species_dir: Path) -> int:
     """Bytes of reads on disk now: regular files under fastq/, and FASTQ-named regular files in
-    the run folders (final and temporary) under quant/."""
+    the run folders (final and temporary) under quant/. Folders renamed or removed during the walk
+    are skipped."""
     total = 0
-    for root, pattern in ((species_dir / "fastq", "*"), (species_dir / "quant", "*.fastq*")):
-        if not root.exists():
-            continue
-        for p in root.rglob(pattern):
-            try:
-                st = p.lstat()
-            except OSError:
-                continue
-            if p.is_file() and not p.is_symlink():
-                total += st.st_size
+    for root, fastq_only in ((species_dir / "fastq", False), (species_dir / "quant", True)):
+        for dirpath, _dirs, names in os.walk(root):
+            for name in names:
+                if fastq_only and ".fastq" not in name:
+                    continue
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
     return total
 
 
@@ -117,7 +122,7 @@ class ReadSampler:
 
 
 def one_mode(
-    lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, server: FileServer, mode: str, name: str
+    lg: Luigi, work: Path, ds: dict, index: Path, index_s: float, server: FileServer, mode: str, name: str, slots: int
 ) -> dict:
     root = fresh(work / name)
     out = root / "out"
@@ -142,7 +147,7 @@ def one_mode(
     sp = out / SPECIES
     args = ["MultiSpecies", "--config-dir", root / "config", "--output-dir", out, "--local-scheduler"]
     with ReadSampler(sp) as sampler:
-        res = lg.check(lg.run(name, args + ["--workers", "2"], cwd=root), name)
+        res = lg.check(lg.run(name, args + ["--workers", str(slots + 1)], cwd=root), name)
     gets = [r for r in server.requests if r["method"] == "GET"]
     return {
         "mode": mode,
@@ -200,7 +205,7 @@ def report(res: dict) -> str:
     ]
     cal = res["calibration"]
     head = (
-        f"medians of {res['repeats']} rounds each; {res['runs']} paired runs x {res['reads']} pairs ({cal['mean_run_mb']:.1f} MB a run), link "
+        f"medians of {res['repeats']} rounds each; [resources] cpu = download = {res['slots']}; {res['runs']} paired runs x {res['reads']} pairs ({cal['mean_run_mb']:.1f} MB a run), link "
         f"{cal['link_bps'] / MB:.2f} MB/s shared, kallisto {cal['per_run_quant_s']:.2f} s a run on local files; "
         f"every run's abundance.tsv identical in all rounds of both modes: {res['identical']}; "
         f"peak reads on disk in any stream round: {max(r['peak_read_bytes'] for r in s['rounds'])} bytes"
@@ -214,6 +219,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reads", type=int, default=None, help="read pairs per run (default 400000; 50000 --quick)")
     ap.add_argument("--read-len", type=int, default=75)
     ap.add_argument("--transcripts", type=int, default=2000)
+    ap.add_argument("--slots", type=int, default=1, help="[resources] cpu and download (default 1)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each mode, taking turns (default 3)")
     ap.add_argument("--link-mbps", type=float, default=None, help="the shared link, MB/s (default: calibrated)")
     ap.add_argument("--out", default=str(REPO / "bench" / "out"))
@@ -237,10 +243,18 @@ def main(argv=None) -> int:
     link = args.link_mbps * MB if args.link_mbps else mean_run / per_run_q
     lg = Luigi(work / "luigi.cfg", work / "logs")
     write_bench_cfg(work / "luigi.cfg")
+    if args.slots != 1:
+        cp = configparser.ConfigParser(interpolation=None)
+        cp.read(work / "luigi.cfg")
+        cp.set("resources", "cpu", str(args.slots))
+        cp.set("resources", "download", str(args.slots))
+        with open(work / "luigi.cfg", "w") as fh:
+            cp.write(fh)
     res: dict = {
         "runs": runs,
         "reads": reads,
         "repeats": args.repeats,
+        "slots": args.slots,
         "calibration": {"per_run_quant_s": per_run_q, "mean_run_mb": mean_run / MB, "link_bps": link},
     }
     rounds: dict[str, list[dict]] = {"file": [], "stream": []}
@@ -248,7 +262,7 @@ def main(argv=None) -> int:
         for i in range(args.repeats):
             for mode in ("file", "stream") if i % 2 == 0 else ("stream", "file"):
                 say(f"{mode} mode, round {i + 1}")
-                rounds[mode].append(one_mode(lg, work, ds, index, index_s, server, mode, f"{mode}{i}"))
+                rounds[mode].append(one_mode(lg, work, ds, index, index_s, server, mode, f"{mode}{i}", args.slots))
     results = [r.pop("abundance") for rs in rounds.values() for r in rs]
     res["identical"] = all(r == results[0] for r in results)
     for mode, rs in rounds.items():

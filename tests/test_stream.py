@@ -26,6 +26,8 @@ RUN = "SRR0000001"
 SPECIES = "Homo_sapiens_HOXC"
 PREFIX = f"https://ftp.sra.ebi.ac.uk/vol1/fastq/SRR000/{RUN}"
 MATES = ("/HOXC_1.fastq.gz", "/HOXC_2.fastq.gz")
+#: kallisto's settings for one run quantified in this process
+QUANT = {"threads": 1, "fragment_length": 200, "fragment_sd": 20}
 
 
 @pytest.fixture(scope="module")
@@ -220,9 +222,7 @@ def _stream_one(tmp_path, hoxc, server, index, read_count=10000, attempts=3, bac
         run,
         index,
         tmp_path / "quant",
-        threads=1,
-        fragment_length=200,
-        fragment_sd=20,
+        **QUANT,
         mirrors={},
         policy=RetryPolicy(attempts=attempts, backoff_base=backoff, stall_seconds=5),
         log=RunLog(tmp_path / "run.log"),
@@ -325,3 +325,45 @@ def test_fileserver_link_bps_shares_one_link_among_responses(tmp_path):
     first, second, third = server._link_wait(500), server._link_wait(500), server._link_wait(1000)
     assert first == 0.0 and 0.4 < second <= 0.5 and 0.9 < third <= 1.0
     assert FileServer(tmp_path)._link_wait(10**9) == 0.0  # off unless asked for
+
+
+def test_in_stream_mode_the_quant_task_also_holds_a_download(tmp_path):
+    from pipeline import tasks
+
+    meta = write_metadata(tmp_path / "m.tsv", [])
+    tx = tmp_path / "t.fa"
+    tx.write_text(">a\nACGT\n")
+    for mode, wanted in (("file", {"cpu": 2}), ("stream", {"cpu": 2, "download": 1})):
+        cfg = write_species(tmp_path / mode, "S", tx, meta, download={"mode": mode}, quant={"threads": 2})
+        task = tasks.BatchQuant(config_path=str(cfg), output_dir=str(tmp_path / "out"), batch=0)
+        assert task.resources == wanted
+
+
+def test_single_end_streamed_equals_single_end_from_the_file(tmp_path, hoxc, hoxc_index):
+    from pipeline.quant.quantify import quantify_run
+
+    mate = hoxc["files"][0]
+    with FileServer(hoxc["reads"]) as server:
+        rf = RemoteFile(url=server.url + MATES[0], name=mate.name, md5=md5(mate), bytes=mate.stat().st_size)
+        streamed = quantify_streamed(
+            Run(run=RUN, read_count=10000, files=[rf]),
+            hoxc_index,
+            tmp_path / "stream",
+            **QUANT,
+            mirrors={},
+            policy=RetryPolicy(),
+            log=RunLog(None),
+        )
+    from_file = quantify_run(
+        RUN,
+        [mate],
+        hoxc_index,
+        tmp_path / "file",
+        **QUANT,
+        expected_reads=10000,
+        verified=True,
+        log=RunLog(None),
+    )
+    assert streamed.ok and from_file.ok and streamed.layout == "SINGLE"
+    got, want = (tmp_path / d / RUN / "abundance.tsv" for d in ("stream", "file"))
+    assert got.read_bytes() == want.read_bytes()
