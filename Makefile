@@ -63,6 +63,7 @@ bench: deps
 	$(PY) bench/download_bench.py
 	$(PY) bench/segments_bench.py
 	$(PY) bench/pipeline_bench.py
+	$(PY) bench/stream_bench.py
 
 clean-demo:
 	rm -rf output/demo

@@ -147,6 +147,7 @@ class Luigi:
             "rc": p.returncode,
             "seconds": seconds,
             "maxrss_mib": usage.ru_maxrss / 1024,
+            "cpu_s": usage.ru_utime + usage.ru_stime,  # the child's and its reaped children's
             "started_epoch": epoch0,
             "ended_epoch": epoch1,
             "log": str(log),

@@ -255,11 +255,16 @@ class _Result:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+#: ``RunDownload.status`` of a run the quant step streams (``download.mode: stream``); also its source.
+STREAMED = "stream"
+
+
 @dataclass
 class RunDownload(_Result):
     """What the download step got for one run (a row of a ``download_NNNNN`` marker).
 
-    ``status`` is ``ok``, ``failed``, or ``quantified`` (skipped: its results already exist).
+    ``status`` is ``ok``, ``failed``, ``quantified`` (skipped: its results already exist) or
+    :data:`STREAMED` (left to the quant step, which streams the reads into kallisto).
     """
 
     run: str

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import streaming
 from .fetch.retry import RetryPolicy
-from .fetch.segments import Split
-from .fetch.sources import FetchSetup, apply_max_bp, clear_run_dir, obtain_run
+from .fetch.sources import apply_max_bp, clear_run_dir, obtain_run
 from .fetch.transfer import fetch, safe_name
 from .files import sync_filesystem
 from .inputs import ena, metadata, tx2gene
 from .inputs.species_config import SpeciesConfig
-from .model import InputError, RemoteFile, Run, RunDownload, RunQuant, Tools
+from .model import STREAMED, InputError, RemoteFile, Run, RunDownload, RunQuant, Tools
 from .paths import DOWNLOAD, SpeciesPaths
 from .plan import batches, space
 from .plan.sizes import human
@@ -191,6 +191,7 @@ def space_needed(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, runs: list
         return batches.sra_room(rs) if "sra" in cfg.sources else 0
 
     def remaining(rs: list[Run]) -> int:
+        rs = streaming.on_disk(cfg, rs)  # a streamed run's reads never touch the disk
         total, _ = batches.batch_bytes(rs)
         return max(0, total + room_of(rs) - sum(space.tree_bytes(paths.run_fastq(r.run)) for r in rs))
 
@@ -227,15 +228,8 @@ def download_batch(
     )
     progress = BatchProgress(batch_label(paths, batch), len(runs), batches.batch_bytes(runs)[0], status)
     progress.started()
-    setup = FetchSetup(
-        policy=shared.policy.with_stall(cfg.stall_seconds),
-        mirrors=cfg.mirrors,
-        sources=cfg.sources,
-        tools=shared.tools,
-        threads=cfg.threads,
-        split=Split(cfg.download_connections, cfg.min_segment),
-        sra_lock=threading.Lock(),
-        progress=progress.received,
+    setup = streaming.fetch_setup(
+        cfg, shared.policy, shared.tools, sra_lock=threading.Lock(), progress=progress.received
     )
 
     def one(run: Run) -> RunDownload:
@@ -243,6 +237,9 @@ def download_batch(
             return RunDownload(run=run.run, status="quantified", reason="already quantified")
         log = RunLog(paths.run_log(run.run))
         log.write(f"download: batch {batch}, sources {', '.join(cfg.sources)}")
+        deferred = streaming.defer(cfg, run, log)
+        if deferred:
+            return deferred
         try:
             res = obtain_run(run, paths.run_fastq(run.run), setup, log)
             res = apply_max_bp(run, res, paths.run_fastq(run.run), cfg.max_bp, log)
@@ -286,14 +283,31 @@ def quantify_batch(
     tools: Tools,
     status: Status = _no_status,
     reference: Optional[dict] = None,
+    policy: Optional[RetryPolicy] = None,
 ) -> dict:
-    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``.
+    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``;
+    the runs the download step left to it (``download.mode: stream``) streamed, with ``policy``.
 
     ``reference`` (the index marker's :func:`~pipeline.provenance.reference_record`) is recorded
     with every run, so that runs quantified against different references are never merged."""
     ref = {k: v for k, v in (reference or {}).items() if k in ("transcriptome_md5", "index_md5", "kallisto_version")}
     runs = {r.run: r for r in batches.read_batch(paths.batch_file(batch))}
     results: list[RunQuant] = []
+
+    def quantify_files(run: Run, d: RunDownload, log: RunLog) -> RunQuant:
+        return quantify_run(
+            run.run,
+            [paths.run_fastq(run.run) / name for name in d.files],
+            paths.index,
+            paths.quant,
+            **cfg.quant_options,
+            expected_reads=d.expected_reads,
+            verified=bool(d.verified),
+            log=log,
+            extra={"source": run_source(run, d), "capped": yes_no(d.capped_bases is not None)} | ref,
+            exe=tools.kallisto,
+        )
+
     for i, row in enumerate(downloaded):
         d = RunDownload.from_dict(row)
         run = runs[d.run]
@@ -308,22 +322,13 @@ def quantify_batch(
             100 * i / max(1, len(downloaded)),
         )
         log = RunLog(paths.run_log(run.run))
-        fastqs = [paths.run_fastq(run.run) / name for name in d.files]
-        res = quantify_run(
-            run.run,
-            fastqs,
-            paths.index,
-            paths.quant,
-            threads=cfg.threads,
-            fragment_length=cfg.fragment_length,
-            fragment_sd=cfg.fragment_sd,
-            expected_reads=d.expected_reads,
-            verified=bool(d.verified),
-            log=log,
-            extra={"source": run_source(run, d), "capped": yes_no(d.capped_bases is not None)} | ref,
-            exe=tools.kallisto,
-        )
-        if not res.ok:
+        if d.status == STREAMED:
+            setup = streaming.fetch_setup(cfg, policy or RetryPolicy(), tools)
+            extra = ref | {"capped": yes_no(False)}
+            res = streaming.quantify_streamed_run(cfg, paths, run, setup, extra, log, quantify_files)
+        else:
+            res = quantify_files(run, d, log)
+        if not res.ok and not res.stage:
             res.stage = "quant"
         if run.layout and res.layout and run.layout != res.layout:
             res.layout_note = f"metadata says {run.layout}, files give {res.layout}"

@@ -119,6 +119,15 @@ class SpeciesTask(luigi.Task):
 class BatchTask(SpeciesTask):
     batch = luigi.IntParameter()
 
+    def archive_claim(self, runs, connections: int) -> dict[str, int]:
+        """``connections`` (at most ``[pipeline] archive_connections``) to each archive host that
+        fetching ``runs`` may contact, as the central scheduler counts them for all machines."""
+        cap = settings.PipelineSettings().archive_connections
+        hosts = archive_hosts(runs, self.cfg.sources, self.cfg.mirrors)
+        claim = {archive_resource(h): min(connections, cap) for h in hosts}
+        publish_shared_caps({name: cap for name in claim})
+        return claim
+
     def batch_marker(self, stage: str) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.paths.batch_marker(stage, self.batch)))
 
@@ -157,13 +166,10 @@ class BatchDownload(BatchTask):
         return {"download": 1}
 
     def shared_claim(self) -> dict[str, int]:
-        """``download.parallel`` connections to each archive host the batch may contact."""
+        """``download.parallel`` runs of ``download.connections`` each, to every archive host the
+        batch may contact."""
         runs = batches.read_batch(self.paths.batch_file(self.batch))
-        wanted = min(self.cfg.download_parallel, len(runs))
-        cap = settings.PipelineSettings().archive_connections
-        claim = {archive_resource(h): min(wanted, cap) for h in archive_hosts(runs, self.cfg.sources, self.cfg.mirrors)}
-        publish_shared_caps({name: cap for name in claim})
-        return claim
+        return self.archive_claim(runs, min(self.cfg.download_parallel, len(runs)) * self.cfg.download_connections)
 
     def requires(self):
         # the index first: no read is fetched for a species whose reference cannot be had
@@ -184,10 +190,17 @@ class BatchDownload(BatchTask):
 
 
 class BatchQuant(BatchTask):
-    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``."""
+    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``.
+    In ``download.mode: stream`` it also downloads (the runs it streams), so it holds a download."""
 
     def host_claim(self) -> dict[str, int]:
-        return {"cpu": self.cfg.threads}
+        return {"cpu": self.cfg.threads} | ({"download": 1} if self.cfg.streams else {})
+
+    def shared_claim(self) -> dict[str, int]:
+        """In stream mode, one run's mates at a time from each archive host."""
+        if not self.cfg.streams:
+            return {}
+        return self.archive_claim(batches.read_batch(self.paths.batch_file(self.batch)), 2)
 
     def requires(self):
         return {
@@ -206,7 +219,7 @@ class BatchQuant(BatchTask):
         reference = read_json(self.input()["index"].path)
         self.run_step(
             lambda cfg, paths: steps.quantify_batch(
-                cfg, paths, self.batch, downloaded, settings.tools(), self.status, reference
+                cfg, paths, self.batch, downloaded, settings.tools(), self.status, reference, shared().policy
             )
         )
 

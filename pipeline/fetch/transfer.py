@@ -98,6 +98,41 @@ def open_url(url: str, headers: dict, policy: RetryPolicy):
         raise Retryable(f"{host_of(url)}: {connection_problem(e)}") from None
 
 
+class RangeNotSatisfiable(Retryable):
+    """A server answered 416 to a request resuming from a byte: its file is shorter than that."""
+
+
+def open_at(url: str, have: int, policy: RetryPolicy):
+    """GET ``url`` from byte ``have`` (the whole file for 0). Returns the response, whose body
+    starts where :func:`body_start` says. Raises Retryable (RangeNotSatisfiable for a 416 on a
+    resume) or DownloadError for an answer no retry will change."""
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        return open_url(url, headers, policy)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:
+            raise RangeNotSatisfiable(f"HTTP 416 on resume from byte {have}", wait=0) from None
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+
+
+def body_start(resp, have: int, total: Optional[int]) -> int:
+    """The file offset of the first byte of ``resp``'s body, asked from byte ``have``: ``have``
+    for a 206 whose ``Content-Range`` starts there (and names ``total``, when known), 0 for a 200
+    (the server sent the whole file). Raises Retryable for a 206 anywhere else or another status."""
+    if have and resp.status == 206:
+        cr = parse_content_range(resp.headers.get("Content-Range"))
+        if not cr or cr[0] != have or (total is not None and cr[2] not in (None, total)):
+            raise Retryable(
+                f"206 with Content-Range {resp.headers.get('Content-Range')!r} not starting at byte {have}", wait=0
+            )
+        return have
+    if resp.status != 200:
+        raise Retryable(f"unexpected HTTP {resp.status}")
+    return 0
+
+
 def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, progress) -> Optional[str]:
     """One transfer attempt into ``part``, resuming from its current size. Raises Retryable.
 
@@ -111,33 +146,21 @@ def _http_attempt(url: str, part: Path, rf: RemoteFile, policy: RetryPolicy, pro
         have = 0
     if rf.bytes is not None and have == rf.bytes:
         return None
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    if have:
-        headers["Range"] = f"bytes={have}-"
     try:
-        resp = open_url(url, headers, policy)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:
-            part.unlink()  # our partial file is longer than the server's: start over
-            raise Retryable(f"HTTP 416 on resume from byte {have}; restarting", wait=0) from None
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+        resp = open_at(url, have, policy)
+    except RangeNotSatisfiable as r:
+        part.unlink()  # our partial file is longer than the server's: start over
+        raise Retryable(f"{r}; restarting", wait=0) from None
     with resp:
-        mode = "ab"
+        try:
+            have = body_start(resp, have, rf.bytes)
+        except Retryable as r:
+            if have:
+                part.unlink()
+                raise Retryable(f"{r}; restarting", wait=0) from None
+            raise
+        mode = "ab" if have else "wb"
         h = hashlib.md5() if rf.md5 else None
-        if have:
-            if resp.status == 206:
-                cr = parse_content_range(resp.headers.get("Content-Range"))
-                if not cr or cr[0] != have or (rf.bytes is not None and cr[2] not in (None, rf.bytes)):
-                    part.unlink()
-                    raise Retryable(
-                        f"206 with Content-Range {resp.headers.get('Content-Range')!r} "
-                        f"not starting at byte {have}; restarting",
-                        wait=0,
-                    )
-            else:  # 200: the server sent the whole file, start over
-                mode, have = "wb", 0
-        elif resp.status != 200:
-            raise Retryable(f"unexpected HTTP {resp.status}")
         if h is not None and have:
             md5_file(part, h)  # the bytes already on disk, then the new ones as they come
         with open(part, mode) as out:

@@ -118,6 +118,19 @@ def _sources(v):
         return f"must be a non-empty list drawn from [{', '.join(SOURCES)}] without repeats, got {excerpt(v)}"
 
 
+def _one_of(*choices: str):
+    def check(v):
+        if not isinstance(v, str) or v not in choices:
+            return f"must be one of {', '.join(choices)}, got {excerpt(v)}"
+
+    return check
+
+
+#: ``download.mode``: ``file`` fetches reads to disk before kallisto, ``stream`` feeds them to it
+DOWNLOAD_MODES = ("file", "stream")
+#: ``download.stream_fallback``: what a streamed run that failed does next
+STREAM_FALLBACKS = ("file", "fail")
+
 # section -> key -> (required, default, checker)
 SCHEMA: dict[str, Any] = {
     "species": (True, None, species_problem),
@@ -151,6 +164,8 @@ SCHEMA: dict[str, Any] = {
         "sources": (False, list(SOURCES), _sources),
         "stall_seconds": (False, None, _positive_number),
         "max_bp": (False, None, _int_min(1)),
+        "mode": (False, DOWNLOAD_MODES[0], _one_of(*DOWNLOAD_MODES)),  # stream: reads never touch the disk
+        "stream_fallback": (False, STREAM_FALLBACKS[0], _one_of(*STREAM_FALLBACKS)),
     },
     "quant": {
         "threads": (False, 1, _int_min(1)),
@@ -180,11 +195,23 @@ class SpeciesConfig:
     sources: list = field(default_factory=lambda: list(SOURCES))
     stall_seconds: Optional[float] = None  # overrides [pipeline] stall_seconds
     max_bp: Optional[int] = None
+    download_mode: str = DOWNLOAD_MODES[0]  # download.mode
+    stream_fallback: str = STREAM_FALLBACKS[0]  # download.stream_fallback
     threads: int = 1
     fragment_length: float = 200
     fragment_sd: float = 20
 
     tx2gene: Optional[str] = None  # reference.tx2gene, an absolute path (else genes come from the headers)
+
+    @property
+    def quant_options(self) -> dict:
+        """``quant.threads``, ``quant.fragment_length`` and ``quant.fragment_sd``, as keywords."""
+        return {"threads": self.threads, "fragment_length": self.fragment_length, "fragment_sd": self.fragment_sd}
+
+    @property
+    def streams(self) -> bool:
+        """``download.mode: stream``: runs that can be are streamed into kallisto."""
+        return self.download_mode == DOWNLOAD_MODES[1]
 
     @property
     def transcriptome_is_url(self) -> bool:
@@ -306,6 +333,8 @@ def load_species_config(path) -> SpeciesConfig:
         sources=list(v["download"]["sources"]),
         stall_seconds=v["download"]["stall_seconds"],
         max_bp=v["download"]["max_bp"],
+        download_mode=v["download"]["mode"],
+        stream_fallback=v["download"]["stream_fallback"],
         threads=v["quant"]["threads"],
         fragment_length=v["quant"]["fragment_length"],
         fragment_sd=v["quant"]["fragment_sd"],

@@ -19,7 +19,7 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import IO, Optional, Sequence
 
 #: The last field kallisto 0.48 writes into run_info.json, the only one holding text from the caller.
 _CALL_RE = re.compile(r'\n[ \t]*"call"[ \t]*:[ \t]*"')
@@ -93,25 +93,32 @@ def command_line(args: Sequence[str], cwd=None) -> str:
     return f"(cd {shlex.quote(os.fspath(cwd))} && {line})" if cwd is not None else line
 
 
-def run(args: list[str], log_path, cwd=None) -> int:
-    """Run kallisto (in ``cwd`` when given) with stdout+stderr appended to ``log_path``; return the exit code.
+def start(args: list[str], log: IO[bytes], cwd=None) -> subprocess.Popen:
+    """Start kallisto (in ``cwd`` when given) with stdout+stderr appended to the open file ``log``.
 
     A relative executable path (``bin/kallisto``) is made absolute first: it names a file from
-    the caller's folder, not from ``cwd``.
+    the caller's folder, not from ``cwd``. Raises FileNotFoundError when there is no such program.
     """
     args = list(args)
     if cwd is not None and os.sep in args[0] and not os.path.isabs(args[0]):
         args[0] = os.path.abspath(args[0])
+    log.write(("$ " + command_line(args, cwd) + "\n").encode("utf-8", "replace"))
+    log.flush()
+    try:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
+    except FileNotFoundError:
+        log.write(f"executable not found: {args[0]}\n".encode("utf-8", "replace"))
+        raise
+
+
+def run(args: list[str], log_path, cwd=None) -> int:
+    """Run kallisto (see :func:`start`) with its output appended to ``log_path``; return the exit
+    code (127 when the executable is not found)."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        log.write(("$ " + command_line(args, cwd) + "\n").encode("utf-8", "replace"))
-        log.flush()
         try:
-            return subprocess.run(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
-            ).returncode
+            return start(args, log, cwd).wait()
         except FileNotFoundError:
-            log.write(f"executable not found: {args[0]}\n".encode("utf-8", "replace"))
             return 127
 
 

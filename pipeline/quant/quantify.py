@@ -85,16 +85,7 @@ def quantify_run(
                 raise QuantError(f"expected 1 or 2 FASTQ files, got {len(fastqs)}")
             counting = None if verified else pool.submit(count_checked, fastqs)
             tmp.mkdir(parents=True)
-            args = kallisto.quant_args(
-                kallisto.relative_to(index, tmp),
-                ".",
-                [kallisto.relative_to(f, tmp) for f in fastqs],
-                threads=threads,
-                single=layout == SINGLE,
-                fragment_length=fragment_length,
-                fragment_sd=fragment_sd,
-                exe=exe,
-            )
+            args = quant_args_in(tmp, index, fastqs, threads, fragment_length, fragment_sd, exe)
             log.write("quant: " + kallisto.command_line(args, tmp))
             rc = kallisto.run(args, tmp / "kallisto.log", cwd=tmp)
             try:
@@ -108,12 +99,7 @@ def quantify_run(
             except (QuantError, FastqError, ValueError, OSError):
                 _keep_tool_log(tmp, log)
                 raise
-            atomic_write_json(
-                tmp / RUN_RECORD,
-                {k: v for k, v in result.to_dict().items() if k != "status"}
-                | {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads, "kallisto_args": args}
-                | (extra or {}),
-            )
+            write_run_record(tmp, result, [Path(f).name for f in fastqs], expected_reads, args, extra)
         result.status = "ok"
         log.write(f"quant: ok, n_processed={result.n_processed} p_pseudoaligned={result.p_pseudoaligned}")
     except (QuantError, FastqError, ValueError, OSError) as e:
@@ -121,6 +107,41 @@ def quantify_run(
         log.write(f"quant: failed: {e}")
     result.seconds = round(time.monotonic() - t0, 3)
     return result
+
+
+def quant_args_in(
+    tmp: Path, index, fastqs: list, threads: int, fragment_length: float, fragment_sd: float, exe: str
+) -> list[str]:
+    """``kallisto quant`` run in ``tmp`` with ``-o .``, the index and FASTQs relative to it (see
+    :func:`quantify_run`); two FASTQs paired, one single-end."""
+    return kallisto.quant_args(
+        kallisto.relative_to(index, tmp),
+        ".",
+        [kallisto.relative_to(f, tmp) for f in fastqs],
+        threads=threads,
+        single=len(fastqs) == 1,
+        fragment_length=fragment_length,
+        fragment_sd=fragment_sd,
+        exe=exe,
+    )
+
+
+def write_run_record(
+    tmp: Path,
+    result: RunQuant,
+    fastqs: list[str],
+    expected_reads: Optional[int],
+    args: list[str],
+    extra: Optional[dict],
+) -> None:
+    """``RUN_RECORD`` in the run's temp folder: the result's figures, the FASTQ names, the reads
+    expected, kallisto's arguments and ``extra`` (e.g. the run's source)."""
+    atomic_write_json(
+        tmp / RUN_RECORD,
+        {k: v for k, v in result.to_dict().items() if k != "status"}
+        | {"fastqs": fastqs, "expected_reads": expected_reads, "kallisto_args": args}
+        | (extra or {}),
+    )
 
 
 def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: RunQuant, log: RunLog) -> None:

@@ -49,11 +49,18 @@ class FileServer:
 
     ``port=0`` picks a free port. ``throttle_bps`` limits each response to that many bytes per
     second (None or 0: unlimited); it may be changed at any time, also mid-transfer.
-    ``link_bps`` limits all responses together (a shared link; None or 0: unlimited).
+    ``link_bps`` limits all responses together (one shared link: concurrent responses share it
+    in turns), on top of any ``throttle_bps``; None or 0: no shared limit.
     """
 
     def __init__(
-        self, root, host: str = "127.0.0.1", port: int = 0, throttle_bps: Optional[float] = None, verbose: bool = False
+        self,
+        root,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        throttle_bps: Optional[float] = None,
+        verbose: bool = False,
+        link_bps: Optional[float] = None,
     ):
         self.root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(self.root):
@@ -61,8 +68,8 @@ class FileServer:
         self.host = _check_loopback(host)
         self._requested_port = int(port)
         self.throttle_bps = throttle_bps
-        self.link_bps: Optional[float] = None
-        self._link_next = 0.0  # when the shared link is free again (time.monotonic)
+        self.link_bps = link_bps
+        self._link_free_at = 0.0  # monotonic time when the shared link has sent what was booked
         self.verbose = verbose
         self.errors: List[str] = []  # tracebacks of unexpected handler errors
         self._lock = threading.Lock()
@@ -168,13 +175,17 @@ class FileServer:
                 f.remaining -= 1
             return f
 
-    def _link_slot(self, n: int) -> float:
-        """Book ``n`` bytes on the shared link; return when (time.monotonic) they may be sent."""
+    def _link_wait(self, n: int) -> float:
+        """Book ``n`` bytes on the shared link (``link_bps``); return the seconds to wait before
+        sending them. An idle link does not save up: bookings start from now at the earliest."""
+        bps = self.link_bps
+        if not bps:
+            return 0.0
         with self._lock:
             now = time.monotonic()
-            start = max(now, self._link_next)
-            self._link_next = start + n / float(self.link_bps or 1)
-            return start
+            start = max(now, self._link_free_at)
+            self._link_free_at = start + n / float(bps)
+            return start - now
 
     # -- request log ------------------------------------------------------------------------
 

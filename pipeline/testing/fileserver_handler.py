@@ -395,10 +395,9 @@ class _Handler(BaseHTTPRequestHandler):
                 n = min(n, drop_after - sent)
             if not stalled:
                 n = min(n, stall_after - sent)
-
-            if owner.link_bps:
-                n = min(n, max(1024, int(owner.link_bps / 50)))
-                wait = owner._link_slot(n) - time.monotonic()
+            if owner.link_bps:  # the shared link, in slices of 1/20 s so responses take turns
+                n = min(n, max(1024, int(float(owner.link_bps) / 20)))
+                wait = owner._link_wait(n)
                 if wait > 0 and stopping.wait(wait):
                     self._abort()
                     return
