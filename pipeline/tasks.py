@@ -107,15 +107,19 @@ class SplitMetadata(SpeciesTask):
 
 
 class BuildIndex(SpeciesTask):
-    """Fetch the transcriptome into genome/ when it is a URL, and build the kallisto index once."""
+    """Fetch the transcriptome into genome/ when it is a URL, and build the index of ``quant.tool``
+    once; a marker of another tool's index (``quant.tool`` changed) is not this task's output."""
 
     resources = {"cpu": 1}
 
     def output(self):
         return luigi.LocalTarget(str(self.paths.marker(INDEX)))
 
+    def complete(self):
+        return super().complete() and steps.index_tool(self.paths) == self.cfg.quant_tool
+
     def done_message(self, figures: dict) -> str:
-        return f"{self.cfg.species}: kallisto index done ({Path(figures['transcriptome']).name})"
+        return f"{self.cfg.species}: {self.cfg.quant_tool} index done ({Path(figures['transcriptome']).name})"
 
     def run(self):
         self.run_step(steps.build_species_index, shared(), self.status)
@@ -146,7 +150,7 @@ class BatchDownload(BatchTask):
 
 
 class BatchQuant(BatchTask):
-    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``."""
+    """``quant.tool`` on every downloaded run of the batch, one after another with ``quant.threads``."""
 
     @property  # Luigi reads it as an attribute; a property computes it per species
     def resources(self):  # type: ignore[override]

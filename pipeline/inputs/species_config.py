@@ -22,6 +22,8 @@ from typing import Any, Optional
 
 from ..model import SOURCES, InputError, excerpt, has_control, species_problem
 from ..plan.sizes import parse_size
+from ..quant.quantifier import STRAND_SAMPLE, TOOLS
+from ..quant.strand import STRANDEDNESS
 from . import bounded_yaml, selection
 from .urls import url_problem
 
@@ -107,6 +109,14 @@ def _sources(v):
         return f"must be a non-empty list drawn from [{', '.join(SOURCES)}] without repeats, got {excerpt(v)}"
 
 
+def _choice(values: tuple):
+    def check(v):
+        if not isinstance(v, str) or v not in values:
+            return f"must be one of {', '.join(values)}, got {excerpt(v)}"
+
+    return check
+
+
 # section -> key -> (required, default, checker)
 SCHEMA: dict[str, Any] = {
     "species": (True, None, species_problem),
@@ -143,6 +153,9 @@ SCHEMA: dict[str, Any] = {
         "threads": (False, 1, _int_min(1)),
         "fragment_length": (False, 200, _positive_number),
         "fragment_sd": (False, 20, _positive_number),
+        "tool": (False, TOOLS[0], _choice(TOOLS)),  # the quantifier: kallisto or salmon
+        "strandedness": (False, STRANDEDNESS[0], _choice(STRANDEDNESS)),  # auto: found per run
+        "strand_sample": (False, STRAND_SAMPLE, _int_min(1)),  # spots read to find it and the qualities
     },
 }
 
@@ -168,6 +181,9 @@ class SpeciesConfig:
     threads: int = 1
     fragment_length: float = 200
     fragment_sd: float = 20
+    quant_tool: str = TOOLS[0]
+    strandedness: str = STRANDEDNESS[0]
+    strand_sample: int = STRAND_SAMPLE
 
     tx2gene: Optional[str] = None  # reference.tx2gene, an absolute path (else genes come from the headers)
 
@@ -292,6 +308,9 @@ def load_species_config(path) -> SpeciesConfig:
         threads=v["quant"]["threads"],
         fragment_length=v["quant"]["fragment_length"],
         fragment_sd=v["quant"]["fragment_sd"],
+        quant_tool=v["quant"]["tool"],
+        strandedness=v["quant"]["strandedness"],
+        strand_sample=v["quant"]["strand_sample"],
     )
 
 
