@@ -137,6 +137,8 @@ def test_a_sample_of_a_truncated_head_fails_the_run(sim, tmp_path):
     cut.write_bytes(r2.read_bytes()[:2000])
     with pytest.raises(FastqError):
         sample_head([r1, cut], 1000, tmp_path / "s")
-    res, _ = _quant(sim["index"], [r1, cut], tmp_path / "q", _opts())
-    assert res.status == "failed" and "truncated" in res.reason, res
+    res, _ = _quant(sim["index"], [r1, cut], tmp_path / "q", _opts())  # the quantification fails it
+    assert res.status == "failed" and "kallisto processed" in res.reason and "truncated" in res.reason, res
     assert not (tmp_path / "q" / "DRR000300").exists()
+    log = (tmp_path / "q" / "run.log").read_text()
+    assert "strand: the head of the files cannot be sampled" in log and "kallisto log:" in log, log

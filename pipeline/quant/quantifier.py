@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..model import PAIRED, SINGLE, RunQuant, Tools, yes_no
+from ..model import RunQuant, Tools, yes_no
 from ..reads.fastq import FastqError
-from ..reads.sample import sample_head
+from ..reads.sample import ReadSample, sample_head
 from ..runlog import RunLog
 from . import quantify as kallisto_quant
 from . import salmon_quant, strand
@@ -61,7 +61,15 @@ def quantify(
     extra: Optional[dict] = None,
 ) -> RunQuant:
     """Quantify one run with the species' tool into ``quant_dir/RUN/``; never raises for the run's
-    own failure (a head of the files that cannot be read fails it, as the full read would)."""
+    own failure. A head of the files that cannot be sampled decides nothing (``undecided``, no
+    lite flag): the quantification's own checks then fail the run, with the tool's log kept."""
+    sample: Optional[ReadSample] = None
+    if opts.strandedness != "auto":
+        call = strand.StrandCall(opts.strandedness, "configured")
+    elif opts.tool == "salmon":
+        call = strand.StrandCall("auto", "salmon -l A")
+    else:  # found from the sample below, unless it cannot be read
+        call = strand.StrandCall("unstranded", "undecided")
     try:
         if opts.tool == "kallisto" and opts.strandedness == "auto":
             call, sample = strand.sample_and_detect(
@@ -78,31 +86,61 @@ def quantify(
             )
         else:
             sample = sample_head(fastqs, opts.strand_sample)  # read only: the qualities
-            how = "configured" if opts.strandedness != "auto" else "salmon -l A"
-            call = strand.StrandCall(opts.strandedness, how)
-    except FastqError as e:
-        log.write(f"quant: failed: {e}")
-        return RunQuant(run=run, reason=str(e), layout=PAIRED if len(fastqs) == 2 else SINGLE)
-    if sample.one_quality:
+    except FastqError as e:  # the quantification's own checks give the run's verdict
+        log.write(f"strand: the head of the files cannot be sampled ({e}); the quantification will tell")
+    if sample is not None and sample.one_quality:
         log.write(f"qualities: every base of the first {sample.spots} spots has quality {sample.quality!r} (SRA Lite?)")
-    record = (extra or {}) | {"quant_tool": opts.tool, "lite_qualities": yes_no(sample.one_quality)} | call.record()
+    lite = "" if sample is None else yes_no(sample.one_quality)
+    record = (extra or {}) | {"quant_tool": opts.tool, "lite_qualities": lite} | call.record()
     if opts.tool == "salmon":
         del record["strandedness"]  # salmon's record says the one it used
         return salmon_quant.quantify_run(
-            run, fastqs, index, quant_dir, threads=opts.threads, fragment_length=opts.fragment_length,
-        fragment_sd=opts.fragment_sd,
-            expected_reads=expected_reads, verified=verified, log=log, strandedness=opts.strandedness,
-            extra=record, exe=tools.salmon,
-        )  # fmt: skip
+            run,
+            fastqs,
+            index,
+            quant_dir,
+            threads=opts.threads,
+            fragment_length=opts.fragment_length,
+            fragment_sd=opts.fragment_sd,
+            expected_reads=expected_reads,
+            verified=verified,
+            log=log,
+            strandedness=opts.strandedness,
+            extra=record,
+            exe=tools.salmon,
+        )
     return kallisto_quant.quantify_run(
-        run, fastqs, index, quant_dir, threads=opts.threads, fragment_length=opts.fragment_length,
+        run,
+        fastqs,
+        index,
+        quant_dir,
+        threads=opts.threads,
+        fragment_length=opts.fragment_length,
         fragment_sd=opts.fragment_sd,
-        expected_reads=expected_reads, verified=verified, log=log, extra=record, exe=tools.kallisto,
+        expected_reads=expected_reads,
+        verified=verified,
+        log=log,
+        extra=record,
+        exe=tools.kallisto,
         strand=call.strandedness,
-    )  # fmt: skip
+    )
 
 
 def qc_columns(record: dict) -> dict:
     """The QC table's columns of a run's ``pipeline_run.json`` (a record made before this module
     names no tool: kallisto, the only one then)."""
     return {k: record.get(k, "kallisto" if k == "quant_tool" else "") for k in QC_KEYS}
+
+
+def strand_text(row: dict) -> str:
+    """A run's strandedness and how it was found, in words for the report: ``rf (detected: fr
+    0.00, rf 1.00)``, ``unstranded (undecided: ...)``, ``fr (configured)``, ``rf (salmon -l A: SR)``."""
+    found = str(row.get("strandedness") or "")
+    if not found:
+        return ""
+    how = str(row.get("strand_how") or "")
+    if row.get("strand_fr") not in (None, ""):
+        how += f": fr {float(row['strand_fr']):.2f}, rf {float(row['strand_rf']):.2f}"
+    elif row.get("library_type"):
+        how += f": {row['library_type']}"
+    return f"{found} ({how})" if how else found

@@ -55,9 +55,10 @@ def library_type(strandedness: str, single: bool) -> str:
 
 
 def strandedness_of(libtype: str) -> str:
-    """The strandedness a salmon library type says: ``ISR`` -> ``rf``, ``IU`` -> ``unstranded``;
-    an orientation salmon names otherwise (``MSF``, ``OU``) is returned as it is."""
-    return STRANDEDNESS_OF.get(libtype[1:] if libtype[:1] in "IMO" and len(libtype) > 1 else libtype, libtype)
+    """The strandedness a salmon library type says, its mates' orientation (I, M, O) aside:
+    ``ISR`` -> ``rf``, ``IU`` -> ``unstranded``, ``SF`` -> ``fr``; another text is returned as it is."""
+    strand = libtype[1:] if len(libtype) > 1 and libtype[0] in "IMO" else libtype
+    return STRANDEDNESS_OF.get(strand, libtype)
 
 
 def index_args(fasta, index_dir, exe: str = "salmon", threads: int = 1, kmer: Optional[int] = None) -> list[str]:
