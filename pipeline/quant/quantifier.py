@@ -12,7 +12,7 @@ tool's index, once per species.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from ..model import RunQuant, Tools, yes_no
 from ..reads.fastq import FastqError
@@ -92,37 +92,21 @@ def quantify(
         log.write(f"qualities: every base of the first {sample.spots} spots has quality {sample.quality!r} (SRA Lite?)")
     lite = "" if sample is None else yes_no(sample.one_quality)
     record = (extra or {}) | {"quant_tool": opts.tool, "lite_qualities": lite} | call.record()
+    same: dict[str, Any] = {
+        "threads": opts.threads,
+        "fragment_length": opts.fragment_length,
+        "fragment_sd": opts.fragment_sd,
+        "expected_reads": expected_reads,
+        "verified": verified,
+        "log": log,
+    }
     if opts.tool == "salmon":
         del record["strandedness"]  # salmon's record says the one it used
         return salmon_quant.quantify_run(
-            run,
-            fastqs,
-            index,
-            quant_dir,
-            threads=opts.threads,
-            fragment_length=opts.fragment_length,
-            fragment_sd=opts.fragment_sd,
-            expected_reads=expected_reads,
-            verified=verified,
-            log=log,
-            strandedness=opts.strandedness,
-            extra=record,
-            exe=tools.salmon,
+            run, fastqs, index, quant_dir, strandedness=opts.strandedness, extra=record, exe=tools.salmon, **same
         )
     return kallisto_quant.quantify_run(
-        run,
-        fastqs,
-        index,
-        quant_dir,
-        threads=opts.threads,
-        fragment_length=opts.fragment_length,
-        fragment_sd=opts.fragment_sd,
-        expected_reads=expected_reads,
-        verified=verified,
-        log=log,
-        extra=record,
-        exe=tools.kallisto,
-        strand=call.strandedness,
+        run, fastqs, index, quant_dir, strand=call.strandedness, extra=record, exe=tools.kallisto, **same
     )
 
 
