@@ -20,6 +20,7 @@ from pipeline.model import Tools
 from pipeline.paths import INDEX, SpeciesPaths
 from pipeline.quant import kallisto, merge, multiqc, quantifier, salmon, salmon_quant
 from pipeline.runlog import RunLog
+from pipeline.tasks import BuildIndex
 from pipeline.testing import simulate
 from pipeline.testing.fileserver import FileServer
 
@@ -142,8 +143,16 @@ def pipeline_out(ds, tmp_path_factory):
     with FileServer(ds["root"] / "p" / "archive") as server:
         loopback_species(base / "cfg", "Salmo_pairs", ds["pairs"], server, quant={"tool": "salmon"})
         r = run_luigi(base / "cfg", base / "out")
+        loopback_species(base / "cfg_kallisto", "Salmo_pairs", ds["pairs"], server)  # the same, kallisto
     assert r.returncode == 0, r.stderr[-3000:]
     return base / "out"
+
+
+def test_the_index_marker_of_one_tool_is_not_the_others(pipeline_out):
+    cfg = pipeline_out.parent
+    done = BuildIndex(config_path=str(cfg / "cfg" / "Salmo_pairs.yaml"), output_dir=str(pipeline_out))
+    other = BuildIndex(config_path=str(cfg / "cfg_kallisto" / "Salmo_pairs.yaml"), output_dir=str(pipeline_out))
+    assert done.complete() and not other.complete()  # quant.tool changed: kallisto's index is built
 
 
 def test_a_pipeline_run_with_salmon_gives_merged_tables(pipeline_out):
