@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-SYSTEM_TOOLS := kallisto fasterq-dump
+# salmon is the second quantifier (quant.tool: salmon); installed like kallisto, the tests need it
+SYSTEM_TOOLS := kallisto salmon fasterq-dump
 
 .PHONY: demo test browser lint typecheck deps system-tools venv bench clean-demo amalgkit-venv
 
@@ -11,15 +12,15 @@ deps: system-tools venv
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "Missing:$$missing — installing Debian packages kallisto sra-toolkit"; \
+	  echo "Missing:$$missing — installing Debian packages kallisto salmon sra-toolkit"; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kallisto sra-toolkit >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kallisto salmon sra-toolkit >/dev/null; \
 	  elif command -v sudo >/dev/null && command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
-	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kallisto sra-toolkit >/dev/null; \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kallisto salmon sra-toolkit >/dev/null; \
 	  else \
-	    echo "Cannot install them here. Install kallisto and sra-tools yourself, e.g.:"; \
-	    echo "  sudo apt-get install kallisto sra-toolkit        (Debian/Ubuntu)"; \
-	    echo "  conda install -c bioconda kallisto sra-tools     (bioconda, any Linux/macOS)"; \
+	    echo "Cannot install them here. Install kallisto, salmon and sra-tools yourself, e.g.:"; \
+	    echo "  sudo apt-get install kallisto salmon sra-toolkit        (Debian/Ubuntu)"; \
+	    echo "  conda install -c bioconda kallisto salmon sra-tools     (bioconda, any Linux/macOS)"; \
 	    exit 1; \
 	  fi; \
 	fi; \

@@ -139,7 +139,7 @@ def one_mode(
             "stream_fallback": "fail",
             "mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"},
         },
-        quant={"threads": 1},
+        quant={"threads": 1, "strandedness": "unstranded"},
         disk={"min_free": 0},
     )
     seed_index(out, SPECIES, index, ds["transcriptome"], index_s)

@@ -10,8 +10,9 @@ from .inputs import tx2gene
 from .inputs.species_config import SpeciesConfig
 from .model import ExpectedFailure, Tools, tsv_text
 from .paths import INDEX, QUANT, SpeciesPaths
-from .provenance import reference_groups, tool_versions
+from .provenance import reference_groups, tool_groups, tool_versions
 from .quant import amalgkit_layout, genes, merge, multiqc
+from .quant.quantifier import qc_columns
 from .quant.quantify import RUN_RECORD
 
 logger = logging.getLogger(__name__)
@@ -27,18 +28,35 @@ def failed_runs_text(failures: list[tuple[str, int, str, str]]) -> str:
     return tsv_text(["run", "batch", "stage", "reason"], failures)
 
 
-def _refuse_mixed_references(species: str, records: dict[str, dict]) -> None:
-    """A merged table holds runs of one reference: otherwise say which runs used which index."""
-    groups = reference_groups(records)
+def _refuse_mixed(species: str, groups: dict[str, list[str]], what: str, label: str, advice: str) -> None:
+    """A merged table holds runs of one reference and one quantifier: otherwise say which runs
+    used which (``groups``: :func:`~pipeline.provenance.reference_groups` or ``tool_groups``)."""
     if len(groups) > 1:
         said = "; ".join(
-            f"index md5 {md5}: {len(rs)} run(s) ({', '.join(rs[:5])}{' ...' if len(rs) > 5 else ''})"
-            for md5, rs in groups.items()
+            f"{label}{key}: {len(rs)} run(s) ({', '.join(rs[:5])}{' ...' if len(rs) > 5 else ''})"
+            for key, rs in groups.items()
         )
-        raise SpeciesFailed(
-            f"{species}: runs were quantified against different references, which one table cannot hold: {said}. "
-            "Delete quant/RUN of the runs quantified against the old reference and run again."
-        )
+        raise SpeciesFailed(f"{species}: runs were quantified {what}, which one table cannot hold: {said}. {advice}")
+
+
+def _refuse_mixed_references(species: str, records: dict[str, dict]) -> None:
+    _refuse_mixed(
+        species,
+        reference_groups(records),
+        "against different references",
+        "index md5 ",
+        "Delete quant/RUN of the runs quantified against the old reference and run again.",
+    )
+
+
+def _refuse_mixed_tools(species: str, records: dict[str, dict]) -> None:
+    _refuse_mixed(
+        species,
+        tool_groups(records),
+        "with different tools",
+        "",
+        "Delete quant/RUN of the runs quantified with the tool that quant.tool no longer names, and run again.",
+    )
 
 
 def _gene_tables(cfg: SpeciesConfig, paths: SpeciesPaths) -> dict | None:
@@ -81,7 +99,8 @@ def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tool
         info = paths.run_quant(run) / RUN_RECORD
         if info.is_file():
             records[run] = d = read_json(info)
-            qc_extra[run] = {k: d.get(k, "") for k in ("layout", "source", "capped")}
+            qc_extra[run] = {k: d.get(k, "") for k in ("layout", "source", "capped")} | qc_columns(d)
+    _refuse_mixed_tools(cfg.species, records)
     _refuse_mixed_references(cfg.species, records)
     merged = merge.merge_species(cfg.species, paths.quant, order, paths.merged, qc_extra)
     gene_figures = _gene_tables(cfg, paths)
@@ -98,7 +117,7 @@ def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tool
         "merged": merged["files"],
         "genes": gene_figures,
         "amalgkit": amalgkit,
-        "tool_versions": tool_versions(tools, cfg.sources),
+        "tool_versions": tool_versions(tools, cfg.sources, cfg.quant_tool),
     }
     atomic_write_json(paths.summary, summary)
     _write_report(cfg, paths)

@@ -227,11 +227,17 @@ class Run:
         return cls(**d)
 
 
+def yes_no(flag: bool) -> str:
+    """Booleans in the tables the pipeline writes: ``yes``/``no``, as amalgkit spells them."""
+    return "yes" if flag else "no"
+
+
 @dataclass(frozen=True)
 class Tools:
     """The external programs, as the settings name them; domain code takes this as an argument."""
 
     kallisto: str = "kallisto"
+    salmon: str = "salmon"
     fasterq_dump: str = "fasterq-dump"
     gzip_fastq: bool = True  # gzip fasterq-dump's output (level 1) before kallisto
 

@@ -115,6 +115,13 @@ class SpeciesPaths:
     disk_log = property(lambda self: self.logs / "disk.log")
     metadata_log = property(lambda self: self.logs / "metadata.log")
     index = property(lambda self: self.genome / "transcriptome.idx")
+    #: salmon's index, a folder (``quant.tool: salmon``)
+    salmon_index = property(lambda self: self.genome / "salmon_index")
+
+    def quant_index(self, tool: str) -> Path:
+        """The index ``quant.tool`` quantifies against: kallisto's file or salmon's folder."""
+        return {"kallisto": self.index, "salmon": self.salmon_index}[tool]
+
     #: the transcript-to-gene map the gene tables were made with (from reference.tx2gene or the headers)
     tx2gene = property(lambda self: self.genome / "tx2gene.tsv")
 

@@ -1,4 +1,4 @@
-"""The settings shared by every species: ``[pipeline]``, ``[kallisto]`` and ``[fasterq_dump]``, and
+"""The settings shared by every species: ``[pipeline]``, ``[kallisto]``, ``[salmon]`` and ``[fasterq_dump]``, and
 Luigi's own ``[core]``, ``[retcode]``, ``[resources]`` and ``[worker]``.
 
 Their defaults are the project's ``luigi.cfg``, shipped with the package as ``pipeline/defaults.cfg``
@@ -116,6 +116,13 @@ class KallistoSettings(_Section):
     binary = luigi.Parameter(default=Tools.kallisto, description="kallisto executable")
 
 
+class SalmonSettings(_Section):
+    """``[salmon]``: the quantifier of species whose ``quant.tool`` is salmon."""
+
+    section = "salmon"
+    binary = luigi.Parameter(default=Tools.salmon, description="salmon executable")
+
+
 class FasterqDumpSettings(_Section):
     """``[fasterq_dump]``."""
 
@@ -129,6 +136,7 @@ class FasterqDumpSettings(_Section):
 def tools() -> Tools:
     return Tools(
         kallisto=KallistoSettings().binary,
+        salmon=SalmonSettings().binary,
         fasterq_dump=FasterqDumpSettings().binary,
         gzip_fastq=FasterqDumpSettings().gzip,
     )

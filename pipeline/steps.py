@@ -21,16 +21,17 @@ from . import streaming
 from .fetch.retry import RetryPolicy
 from .fetch.sources import apply_max_bp, clear_run_dir, obtain_run
 from .fetch.transfer import fetch, safe_name
-from .files import sync_filesystem
+from .files import read_json, sync_filesystem
 from .inputs import ena, metadata, tx2gene
 from .inputs.species_config import SpeciesConfig
-from .model import STREAMED, InputError, RemoteFile, Run, RunDownload, RunQuant, Tools
-from .paths import DOWNLOAD, SpeciesPaths
+from .model import STREAMED, InputError, RemoteFile, Run, RunDownload, RunQuant, Tools, yes_no
+from .paths import DOWNLOAD, INDEX, SpeciesPaths
 from .plan import batches, space
 from .plan.sizes import human
 from .progress import BatchProgress, batch_label, say_batch_done
-from .provenance import reference_record
-from .quant.quantify import build_index, is_quantified, quantify_run
+from .provenance import REFERENCE_KEYS, reference_record
+from .quant import quantifier
+from .quant.quantify import is_quantified
 from .runlog import RunLog
 
 logger = logging.getLogger(__name__)
@@ -162,8 +163,17 @@ def check_metadata(cfg: SpeciesConfig) -> None:
 # -- the index ---------------------------------------------------------------------------------
 
 
+def index_tool(paths: SpeciesPaths) -> Optional[str]:
+    """The tool whose index the species' index marker records (one made before salmon: kallisto);
+    None without a marker."""
+    marker = paths.marker(INDEX)
+    if not marker.is_file():
+        return None
+    return read_json(marker).get("quant_tool") or "kallisto"
+
+
 def build_species_index(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status: Status = _no_status) -> dict:
-    """Fetch the transcriptome into genome/ when it is a URL, and build the kallisto index once."""
+    """Fetch the transcriptome into genome/ when it is a URL, and build the index of ``quant.tool`` once."""
     paths.genome.mkdir(parents=True, exist_ok=True)
     fasta = cfg.transcriptome
     if cfg.transcriptome_is_url:
@@ -173,10 +183,11 @@ def build_species_index(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared,
             RemoteFile(url=fasta, name=name), paths.genome / name, cfg.mirrors, shared.policy, RunLog(paths.index_log)
         )
         fasta = info["path"]
-    status(f"kallisto index {Path(fasta).name}", None)
-    figures = build_index(fasta, paths.index, paths.index_log, exe=shared.tools.kallisto)
+    tool, index = cfg.quant_tool, paths.quant_index(cfg.quant_tool)
+    status(f"{tool} index {Path(fasta).name}", None)
+    figures = quantifier.build_index(tool, fasta, index, paths.index_log, shared.tools, threads=cfg.threads)
     _, figures["tx2gene"] = tx2gene.resolve_tx2gene(cfg.tx2gene, fasta)  # a bad map fails before any read
-    return figures | {"transcriptome": str(fasta)} | reference_record(fasta, paths.index, shared.tools)
+    return figures | {"transcriptome": str(fasta)} | reference_record(fasta, index, shared.tools, tool)
 
 
 # -- a batch -----------------------------------------------------------------------------------
@@ -285,27 +296,28 @@ def quantify_batch(
     reference: Optional[dict] = None,
     policy: Optional[RetryPolicy] = None,
 ) -> dict:
-    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``;
+    """``quant.tool`` on every downloaded run of the batch, one after another with ``quant.threads``;
     the runs the download step left to it (``download.mode: stream``) streamed, with ``policy``.
 
     ``reference`` (the index marker's :func:`~pipeline.provenance.reference_record`) is recorded
     with every run, so that runs quantified against different references are never merged."""
-    ref = {k: v for k, v in (reference or {}).items() if k in ("transcriptome_md5", "index_md5", "kallisto_version")}
+    ref = {k: v for k, v in (reference or {}).items() if k in REFERENCE_KEYS}
+    opts = quant_options(cfg)
     runs = {r.run: r for r in batches.read_batch(paths.batch_file(batch))}
     results: list[RunQuant] = []
 
     def quantify_files(run: Run, d: RunDownload, log: RunLog) -> RunQuant:
-        return quantify_run(
+        return quantifier.quantify(
             run.run,
             [paths.run_fastq(run.run) / name for name in d.files],
-            paths.index,
+            paths.quant_index(cfg.quant_tool),
             paths.quant,
-            **cfg.quant_options,
+            opts,
+            tools,
             expected_reads=d.expected_reads,
             verified=bool(d.verified),
             log=log,
             extra={"source": run_source(run, d), "capped": yes_no(d.capped_bases is not None)} | ref,
-            exe=tools.kallisto,
         )
 
     for i, row in enumerate(downloaded):
@@ -318,7 +330,7 @@ def quantify_batch(
             results.append(RunQuant(run=run.run, status="ok", reason="already quantified"))
             continue
         status(
-            f"{cfg.species} batch {batch}: kallisto {run.run} ({i + 1}/{len(downloaded)})",
+            f"{cfg.species} batch {batch}: {cfg.quant_tool} {run.run} ({i + 1}/{len(downloaded)})",
             100 * i / max(1, len(downloaded)),
         )
         log = RunLog(paths.run_log(run.run))
@@ -342,16 +354,23 @@ def quantify_batch(
     }
 
 
+def quant_options(cfg: SpeciesConfig) -> quantifier.QuantOptions:
+    """A species' ``quant`` settings for :func:`pipeline.quant.quantifier.quantify`."""
+    return quantifier.QuantOptions(
+        tool=cfg.quant_tool,
+        strandedness=cfg.strandedness,
+        strand_sample=cfg.strand_sample,
+        threads=cfg.threads,
+        fragment_length=cfg.fragment_length,
+        fragment_sd=cfg.fragment_sd,
+    )
+
+
 def run_source(run: Run, d: RunDownload) -> str:
     """``ena``, ``sra`` or ``local`` (files of the user's own, given as paths or file:// URLs)."""
     if d.source == "ena" and run.files and all(f.url.startswith("file:") for f in run.files):
         return "local"
     return d.source
-
-
-def yes_no(flag: bool) -> str:
-    """Booleans in the tables the pipeline writes: ``yes``/``no``, as amalgkit spells them."""
-    return "yes" if flag else "no"
 
 
 def cleanup_batch(paths: SpeciesPaths, batch: int) -> dict:

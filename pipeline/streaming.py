@@ -66,6 +66,7 @@ def quantify_streamed_run(
         paths.index,
         paths.quant,
         **cfg.quant_options,
+        strand=cfg.strandedness,  # fr, rf or unstranded: stream mode refuses auto (no files to sample)
         mirrors=cfg.mirrors,
         policy=setup.policy,
         log=log,

@@ -143,7 +143,8 @@ class SplitMetadata(SpeciesTask):
 
 
 class BuildIndex(SpeciesTask):
-    """Fetch the transcriptome into genome/ when it is a URL, and build the kallisto index once."""
+    """Fetch the transcriptome into genome/ when it is a URL, and build the index of ``quant.tool``
+    once; a marker of another tool's index (``quant.tool`` changed) is not this task's output."""
 
     def host_claim(self) -> dict[str, int]:
         return {"cpu": 1}
@@ -151,8 +152,11 @@ class BuildIndex(SpeciesTask):
     def output(self):
         return luigi.LocalTarget(str(self.paths.marker(INDEX)))
 
+    def complete(self):
+        return super().complete() and steps.index_tool(self.paths) == self.cfg.quant_tool
+
     def done_message(self, figures: dict) -> str:
-        return f"{self.cfg.species}: kallisto index done ({Path(figures['transcriptome']).name})"
+        return f"{self.cfg.species}: {self.cfg.quant_tool} index done ({Path(figures['transcriptome']).name})"
 
     def run(self):
         self.run_step(steps.build_species_index, shared(), self.status)
@@ -190,7 +194,7 @@ class BatchDownload(BatchTask):
 
 
 class BatchQuant(BatchTask):
-    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``.
+    """``quant.tool`` on every downloaded run of the batch, one after another with ``quant.threads``.
     In ``download.mode: stream`` it also downloads (the runs it streams), so it holds a download."""
 
     def host_claim(self) -> dict[str, int]:

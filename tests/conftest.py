@@ -24,5 +24,5 @@ def need_tool(name: str) -> str:
     if not path:
         if os.environ.get("CI"):
             pytest.fail(f"{name} not on PATH in CI: `make test` should have installed it")
-        pytest.skip(f"{name} not on PATH: `make test` installs it (apt-get install kallisto sra-toolkit)")
+        pytest.skip(f"{name} not on PATH: `make test` installs it (apt-get install kallisto salmon sra-toolkit)")
     return path

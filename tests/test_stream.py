@@ -82,7 +82,8 @@ def _hoxc_species(tmp_path, hoxc, server, row_edit=None, **download):
         row_edit(row)
     meta = write_metadata(tmp_path / "cfg" / "hoxc.tsv", [row])
     download = {"mirrors": {PREFIX + "/": server.url + "/"}, "sources": ["ena"], "mode": "stream"} | download
-    write_species(tmp_path / "cfg", SPECIES, hoxc["transcripts"], meta, download=download, disk={"min_free": 0})
+    write_species(tmp_path / "cfg", SPECIES, hoxc["transcripts"], meta, download=download, disk={"min_free": 0},
+                  quant={"strandedness": "unstranded"})  # fmt: skip
     return tmp_path / "out", tmp_path / "out" / SPECIES
 
 
@@ -310,9 +311,20 @@ def test_download_mode_settings(tmp_path):
     cfg = load_species_config(write_species(tmp_path, "S", tx, meta))
     assert (cfg.download_mode, cfg.stream_fallback, cfg.streams) == ("file", "file", False)
     cfg = load_species_config(
-        write_species(tmp_path, "S", tx, meta, download={"mode": "stream", "stream_fallback": "fail"})
+        write_species(
+            tmp_path,
+            "S",
+            tx,
+            meta,
+            download={"mode": "stream", "stream_fallback": "fail"},
+            quant={"strandedness": "fr"},
+        )  # fmt: skip
     )
     assert (cfg.download_mode, cfg.stream_fallback, cfg.streams) == ("stream", "fail", True)
+    # a stream feeds kallisto as the reads arrive: no files to sample the strandedness from, no salmon
+    for quant in ({}, {"strandedness": "auto"}, {"tool": "salmon", "strandedness": "fr"}):
+        with pytest.raises(ConfigError, match=r"key 'download.mode' is stream, which feeds kallisto"):
+            load_species_config(write_species(tmp_path, "S", tx, meta, download={"mode": "stream"}, quant=quant))
     with pytest.raises(ConfigError, match=r"key 'download.mode' must be one of file, stream, got 'fifo'"):
         load_species_config(write_species(tmp_path, "S", tx, meta, download={"mode": "fifo"}))
     with pytest.raises(ConfigError, match=r"key 'download.stream_fallback' must be one of file, fail"):
@@ -334,7 +346,8 @@ def test_in_stream_mode_the_quant_task_also_holds_a_download(tmp_path):
     tx = tmp_path / "t.fa"
     tx.write_text(">a\nACGT\n")
     for mode, wanted in (("file", {"cpu": 2}), ("stream", {"cpu": 2, "download": 1})):
-        cfg = write_species(tmp_path / mode, "S", tx, meta, download={"mode": mode}, quant={"threads": 2})
+        cfg = write_species(tmp_path / mode, "S", tx, meta, download={"mode": mode},
+                            quant={"threads": 2, "strandedness": "unstranded"})  # fmt: skip
         task = tasks.BatchQuant(config_path=str(cfg), output_dir=str(tmp_path / "out"), batch=0)
         assert task.host_claim() == wanted  # what the machine holds, as Luigi or the worker counts it
 

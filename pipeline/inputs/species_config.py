@@ -14,116 +14,22 @@ size, URL and source check.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from ..fetch.segments import DEFAULT_CONNECTIONS, MAX_CONNECTIONS, MIN_SEGMENT, MIN_SEGMENT_FLOOR
-from ..model import SOURCES, InputError, excerpt, has_control, species_problem
+from ..model import SOURCES, InputError, excerpt, species_problem
 from ..plan.sizes import parse_size
+from ..quant.quantifier import STRAND_SAMPLE, TOOLS
+from ..quant.strand import STRANDEDNESS
 from . import bounded_yaml, selection
-from .urls import url_problem
-
-URL_RE = re.compile(r"^(https?|ftp|file)://", re.IGNORECASE)
-#: A ``download.mirrors`` prefix, matched whole: a scheme, then no blank or control character.
-_PREFIX_RE = re.compile(r"(?:https?|ftp|file)://[^\s\x00-\x1f\x7f-\x9f]*", re.IGNORECASE)
-#: Longest path or URL accepted (Linux's PATH_MAX).
-MAX_PATH = 4096
+from .checks import URL_RE, _int_min, _int_range, _mirrors, _one_of, _path, _positive_number, _query, _size, _sources
 
 
 class ConfigError(InputError):
     pass
-
-
-def _int_min(lo):
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, int):
-            return f"must be an integer, got {excerpt(v)}"
-        if v < lo:
-            return f"must be >= {lo}, got {excerpt(v)}"
-
-    return check
-
-
-def _int_range(lo, hi):
-    def check(v):
-        problem = _int_min(lo)(v)
-        if problem is None and v > hi:
-            return f"must be <= {hi}, got {excerpt(v)}"
-        return problem
-
-    return check
-
-
-def _positive_number(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return f"must be a number, got {excerpt(v)}"
-    if (isinstance(v, float) and not math.isfinite(v)) or v <= 0:
-        return f"must be a finite number > 0, got {excerpt(v)}"
-
-
-def _path(v):
-    """A local path or a URL (``reference.transcriptome``, ``metadata.file``)."""
-    if not isinstance(v, str) or not v.strip() or has_control(v) or len(v) > MAX_PATH:
-        return f"must be a non-empty path without control characters (at most {MAX_PATH}), got {excerpt(v)}"
-    problem = url_problem(v) if URL_RE.match(v) else None
-    if problem:
-        return f"URL {excerpt(v)} {problem}"
-
-
-def _query(v):
-    """Free text: blanks and line breaks are fine, other control characters are not."""
-    if not isinstance(v, str) or not v.strip() or has_control(v.translate({9: 32, 10: 32, 13: 32})):
-        return f"must be a non-empty string without control characters, got {excerpt(v)}"
-
-
-def _mirrors(v):
-    if not isinstance(v, dict):
-        return f"must be a mapping of URL prefix to URL prefix, got {type(v).__name__}"
-    for k, w in v.items():
-        if not (isinstance(k, str) and _PREFIX_RE.fullmatch(k) and isinstance(w, str) and _PREFIX_RE.fullmatch(w)):
-            return (
-                "entries must map a URL prefix to a URL prefix (scheme://..., no blanks or control "
-                f"characters), got {excerpt(k)}: {excerpt(w)}"
-            )
-        problem = url_problem(k) or url_problem(w)
-        if problem:
-            return f"entry {excerpt(k)}: {excerpt(w)}: a prefix {problem}"
-
-
-def _size(lo):
-    def check(v):
-        wrong = f"must be a size such as 40G, 500M or a number of bytes, got {excerpt(v)}"
-        if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, str) and has_control(v)):
-            return wrong
-        try:
-            n = parse_size(v)
-        except ValueError:
-            return wrong
-        if n < lo:
-            return f"must be at least {lo} byte(s), got {excerpt(v)}"
-
-    return check
-
-
-def _sources(v):
-    if (
-        not isinstance(v, list)
-        or not v
-        or not all(isinstance(x, str) and x in SOURCES for x in v)
-        or len(set(v)) != len(v)
-    ):
-        return f"must be a non-empty list drawn from [{', '.join(SOURCES)}] without repeats, got {excerpt(v)}"
-
-
-def _one_of(*choices: str):
-    def check(v):
-        if not isinstance(v, str) or v not in choices:
-            return f"must be one of {', '.join(choices)}, got {excerpt(v)}"
-
-    return check
 
 
 #: ``download.mode``: ``file`` fetches reads to disk before kallisto, ``stream`` feeds them to it
@@ -171,6 +77,9 @@ SCHEMA: dict[str, Any] = {
         "threads": (False, 1, _int_min(1)),
         "fragment_length": (False, 200, _positive_number),
         "fragment_sd": (False, 20, _positive_number),
+        "tool": (False, TOOLS[0], _one_of(*TOOLS)),  # the quantifier: kallisto or salmon
+        "strandedness": (False, STRANDEDNESS[0], _one_of(*STRANDEDNESS)),  # auto: found per run
+        "strand_sample": (False, STRAND_SAMPLE, _int_min(1)),  # spots read to find it and the qualities
     },
 }
 
@@ -200,6 +109,9 @@ class SpeciesConfig:
     threads: int = 1
     fragment_length: float = 200
     fragment_sd: float = 20
+    quant_tool: str = TOOLS[0]
+    strandedness: str = STRANDEDNESS[0]
+    strand_sample: int = STRAND_SAMPLE
 
     tx2gene: Optional[str] = None  # reference.tx2gene, an absolute path (else genes come from the headers)
 
@@ -309,6 +221,14 @@ def load_species_config(path) -> SpeciesConfig:
         problem = _file_problem(mfile)
         if problem:
             errors.append(f"{where}: key 'metadata.file': {problem}: {mfile}")
+    if v["download"].get("mode") == DOWNLOAD_MODES[1] and (
+        v["quant"].get("tool") != TOOLS[0] or v["quant"].get("strandedness") == STRANDEDNESS[0]
+    ):
+        errors.append(
+            f"{where}: key 'download.mode' is stream, which feeds kallisto as the reads arrive: it needs "
+            "quant.tool kallisto and quant.strandedness fr, rf or unstranded (auto samples the reads "
+            "from files on disk)"
+        )
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -338,6 +258,9 @@ def load_species_config(path) -> SpeciesConfig:
         threads=v["quant"]["threads"],
         fragment_length=v["quant"]["fragment_length"],
         fragment_sd=v["quant"]["fragment_sd"],
+        quant_tool=v["quant"]["tool"],
+        strandedness=v["quant"]["strandedness"],
+        strand_sample=v["quant"]["strand_sample"],
     )
 
 

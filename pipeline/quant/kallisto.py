@@ -24,6 +24,8 @@ from typing import IO, Optional, Sequence
 #: The last field kallisto 0.48 writes into run_info.json, the only one holding text from the caller.
 _CALL_RE = re.compile(r'\n[ \t]*"call"[ \t]*:[ \t]*"')
 _CALL_END_RE = re.compile(r'"\s*\}\s*$')
+#: A stranded library's flag (``quant.strandedness`` fr / rf); an unstranded one has none.
+STRAND_FLAGS = {"fr": "--fr-stranded", "rf": "--rf-stranded"}
 
 
 class RunInfoError(ValueError):
@@ -62,10 +64,17 @@ def quant_args(
     fragment_length: Optional[float] = None,
     fragment_sd: Optional[float] = None,
     exe: str = "kallisto",
+    strand: Optional[str] = None,
 ) -> list[str]:
-    """``kallisto quant`` for one run: two FASTQs paired, one FASTQ ``--single -l -s``."""
+    """``kallisto quant`` for one run: two FASTQs paired, one FASTQ ``--single -l -s``;
+    ``strand`` ``fr`` or ``rf`` adds ``--fr-stranded`` or ``--rf-stranded`` (None or
+    ``unstranded``: neither)."""
     fastqs = [path_arg(f) for f in fastqs]
     args = [exe, "quant", "-i", path_arg(index), "-o", path_arg(outdir), "-t", str(int(threads))]
+    if strand and strand != "unstranded":
+        if strand not in STRAND_FLAGS:
+            raise ValueError(f"unknown strand {strand!r}: expected fr, rf or unstranded")
+        args.append(STRAND_FLAGS[strand])
     if single:
         if len(fastqs) != 1:
             raise ValueError(f"single-end quant takes one FASTQ, got {len(fastqs)}")

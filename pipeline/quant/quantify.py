@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -58,6 +58,7 @@ def quantify_run(
     log: RunLog,
     extra: Optional[dict] = None,
     exe: str = "kallisto",
+    strand: Optional[str] = None,
 ) -> RunQuant:
     """Quantify one run into ``quant_dir/RUN/``. Layout follows the files: 2 = paired, 1 = single.
 
@@ -67,6 +68,7 @@ def quantify_run(
     silently, exit 0) or mates of different lengths fail the run, and the count read is what
     ``n_processed`` must equal. Both read the same pages, so the files are read from disk once.
     ``extra`` is recorded with the run (``quant/RUN/pipeline_run.json``), e.g. its source.
+    ``strand`` (``fr``, ``rf``) quantifies a stranded library (see :mod:`pipeline.quant.strand`).
     Never raises for the run's own failure.
 
     kallisto runs in the run's temp folder with ``-o .`` and the index and FASTQs relative to it,
@@ -85,21 +87,16 @@ def quantify_run(
                 raise QuantError(f"expected 1 or 2 FASTQ files, got {len(fastqs)}")
             counting = None if verified else pool.submit(count_checked, fastqs)
             tmp.mkdir(parents=True)
-            args = quant_args_in(tmp, index, fastqs, threads, fragment_length, fragment_sd, exe)
+            args = quant_args_in(tmp, index, fastqs, threads, fragment_length, fragment_sd, exe, strand)
             log.write("quant: " + kallisto.command_line(args, tmp))
             rc = kallisto.run(args, tmp / "kallisto.log", cwd=tmp)
             try:
-                if counting is not None:
-                    spots = counting.result()  # FastqError for a truncated file, before kallisto's verdict
-                    if expected_reads is not None and spots != int(expected_reads):
-                        raise QuantError(f"{spots} spots in the files but the metadata says {expected_reads}")
-                    expected_reads = spots
-                    log.write(f"quant: read through {spots} spots while kallisto ran (no md5 to check against)")
+                expected_reads = read_through(counting, expected_reads, log)
                 _check_output(tmp, rc, expected_reads, result, log)
             except (QuantError, FastqError, ValueError, OSError):
                 _keep_tool_log(tmp, log)
                 raise
-            write_run_record(tmp, result, [Path(f).name for f in fastqs], expected_reads, args, extra)
+            write_run_record(tmp, result, fastqs, expected_reads, args, extra)
         result.status = "ok"
         log.write(f"quant: ok, n_processed={result.n_processed} p_pseudoaligned={result.p_pseudoaligned}")
     except (QuantError, FastqError, ValueError, OSError) as e:
@@ -110,10 +107,17 @@ def quantify_run(
 
 
 def quant_args_in(
-    tmp: Path, index, fastqs: list, threads: int, fragment_length: float, fragment_sd: float, exe: str
+    tmp: Path,
+    index,
+    fastqs: list,
+    threads: int,
+    fragment_length: float,
+    fragment_sd: float,
+    exe: str,
+    strand: Optional[str] = None,
 ) -> list[str]:
     """``kallisto quant`` run in ``tmp`` with ``-o .``, the index and FASTQs relative to it (see
-    :func:`quantify_run`); two FASTQs paired, one single-end."""
+    :func:`quantify_run`); two FASTQs paired, one single-end; ``strand`` fr or rf, or None."""
     return kallisto.quant_args(
         kallisto.relative_to(index, tmp),
         ".",
@@ -123,25 +127,44 @@ def quant_args_in(
         fragment_length=fragment_length,
         fragment_sd=fragment_sd,
         exe=exe,
+        strand=strand,
     )
+
+
+def run_record(result: RunQuant, fastqs: list, expected_reads: Optional[int]) -> dict:
+    """The start of a run's ``pipeline_run.json``: its figures, its files' names, the reads expected."""
+    return {k: v for k, v in result.to_dict().items() if k != "status"} | {
+        "fastqs": [Path(f).name for f in fastqs],
+        "expected_reads": expected_reads,
+    }
 
 
 def write_run_record(
     tmp: Path,
     result: RunQuant,
-    fastqs: list[str],
+    fastqs: list,
     expected_reads: Optional[int],
     args: list[str],
     extra: Optional[dict],
 ) -> None:
-    """``RUN_RECORD`` in the run's temp folder: the result's figures, the FASTQ names, the reads
-    expected, kallisto's arguments and ``extra`` (e.g. the run's source)."""
+    """``RUN_RECORD`` in the run's temp folder: :func:`run_record`, kallisto's arguments and
+    ``extra`` (e.g. the run's source)."""
     atomic_write_json(
-        tmp / RUN_RECORD,
-        {k: v for k, v in result.to_dict().items() if k != "status"}
-        | {"fastqs": fastqs, "expected_reads": expected_reads, "kallisto_args": args}
-        | (extra or {}),
+        tmp / RUN_RECORD, run_record(result, fastqs, expected_reads) | {"kallisto_args": args} | (extra or {})
     )
+
+
+def read_through(counting: Optional[Future], expected_reads: Optional[int], log: RunLog, tool: str = "kallisto"):
+    """The reads the quantifier must have processed: the count of the read-through (``counting``,
+    a :func:`~pipeline.reads.fastq.count_checked` running beside it) when there is one, which must
+    match the metadata's; else the metadata's. FastqError for a truncated file, before the tool's verdict."""
+    if counting is None:
+        return expected_reads
+    spots = counting.result()
+    if expected_reads is not None and spots != int(expected_reads):
+        raise QuantError(f"{spots} spots in the files but the metadata says {expected_reads}")
+    log.write(f"quant: read through {spots} spots while {tool} ran (no md5 to check against)")
+    return spots
 
 
 def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: RunQuant, log: RunLog) -> None:

@@ -56,6 +56,7 @@ def quantify_streamed(
     extra: Optional[dict] = None,
     exe: str = "kallisto",
     progress: Optional[Callable[[int], None]] = None,
+    strand: Optional[str] = None,
 ) -> RunQuant:
     """Stream ``run``'s FASTQ files (one or a pair: see
     :func:`pipeline.fetch.stream.file_mode_reason`) into kallisto, into ``quant_dir/RUN/`` when
@@ -70,7 +71,7 @@ def quantify_streamed(
             fifos = [tmp / name for name in names]
             for fifo in fifos:
                 os.mkfifo(fifo)
-            args = quant_args_in(tmp, index, fifos, threads, fragment_length, fragment_sd, exe)
+            args = quant_args_in(tmp, index, fifos, threads, fragment_length, fragment_sd, exe, strand)
             log.write("quant (streamed): " + kallisto.command_line(args, tmp))
             try:
                 got, rc = _feed_kallisto(run, args, tmp, fifos, mirrors, policy, log, progress)

@@ -21,6 +21,7 @@ from ..files import read_json
 from ..heartbeat import FOLDER, liveness
 from ..paths import CLEANUP, DOWNLOAD, INDEX, QUANT, SPECIES, SPLIT, SpeciesPaths, species_under
 from ..plan.sizes import parse_size
+from ..quant.quantifier import strand_text
 from . import expr
 
 DISK_TSV = "disk.tsv"
@@ -284,6 +285,9 @@ def species_report(output_dir: Path, species: str, config_dir: Optional[Path], l
             "layout": qc.get("layout") or q.get("layout") or rec.get("layout") or planned.get("layout") or "",
             "source": qc.get("source") or rec.get("source") or dl.get("source") or "",
             "capped": qc.get("capped") or rec.get("capped") or "",
+            "quant_tool": qc.get("quant_tool") or rec.get("quant_tool") or "",
+            "strand": strand_text(qc if qc.get("strandedness") else rec),
+            "lite_qualities": qc.get("lite_qualities") or rec.get("lite_qualities") or "",
             "n_processed": n_proc,
             "n_pseudoaligned": _int(qc.get("n_pseudoaligned", q.get("n_pseudoaligned"))),
             "p_pseudoaligned": _num(qc.get("p_pseudoaligned", q.get("p_pseudoaligned"))),

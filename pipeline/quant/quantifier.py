@@ -1,0 +1,130 @@
+"""The species' quantifier (``quant.tool``) and a run's strandedness (``quant.strandedness``).
+
+One call per run, :func:`quantify`: it reads the head of the run's files once (a sample of
+``quant.strand_sample`` spots), flags SRA Lite qualities from it, finds the strandedness with
+kallisto when ``auto`` (:mod:`pipeline.quant.strand`), and quantifies the run with kallisto
+(:mod:`pipeline.quant.quantify`) or salmon (:mod:`pipeline.quant.salmon_quant`, whose ``-l A``
+finds the library type itself). What was found goes into the run's ``pipeline_run.json`` under
+:data:`QC_KEYS`, the columns the merged QC table takes from it. :func:`build_index` builds the
+tool's index, once per species.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..model import RunQuant, Tools, yes_no
+from ..reads.fastq import FastqError
+from ..reads.sample import ReadSample, sample_head
+from ..runlog import RunLog
+from . import quantify as kallisto_quant
+from . import salmon_quant, strand
+
+TOOLS = ("kallisto", "salmon")
+#: What a run records of its quantification, in the merged QC table's order.
+QC_KEYS = ("quant_tool", "strandedness", "strand_how", "strand_fr", "strand_rf", "library_type", "lite_qualities")
+#: ``quant.strand_sample``'s default: spots read from the head of each run
+STRAND_SAMPLE = 200_000
+
+
+@dataclass
+class QuantOptions:
+    """A species' ``quant`` settings, as plain values."""
+
+    tool: str = "kallisto"
+    strandedness: str = "auto"
+    strand_sample: int = STRAND_SAMPLE
+    threads: int = 1
+    fragment_length: float = 200
+    fragment_sd: float = 20
+
+
+def build_index(tool: str, fasta, index, log_path, tools: Tools, threads: int = 1) -> dict:
+    """The species' index for ``tool`` at ``index`` (kallisto's file, salmon's folder)."""
+    if tool == "salmon":
+        return salmon_quant.build_index(fasta, index, log_path, exe=tools.salmon, threads=threads)
+    return kallisto_quant.build_index(fasta, index, log_path, exe=tools.kallisto)
+
+
+def quantify(
+    run: str,
+    fastqs: list,
+    index,
+    quant_dir,
+    opts: QuantOptions,
+    tools: Tools,
+    *,
+    expected_reads: Optional[int],
+    verified: bool,
+    log: RunLog,
+    extra: Optional[dict] = None,
+) -> RunQuant:
+    """Quantify one run with the species' tool into ``quant_dir/RUN/``; never raises for the run's
+    own failure. A head of the files that cannot be sampled decides nothing (``undecided``, no
+    lite flag): the quantification's own checks then fail the run, with the tool's log kept."""
+    sample: Optional[ReadSample] = None
+    if opts.strandedness != "auto":
+        call = strand.StrandCall(opts.strandedness, "configured")
+    elif opts.tool == "salmon":
+        call = strand.StrandCall("auto", "salmon -l A")
+    else:  # found from the sample below, unless it cannot be read
+        call = strand.StrandCall("unstranded", "undecided")
+    try:
+        if opts.tool == "kallisto" and opts.strandedness == "auto":
+            call, sample = strand.sample_and_detect(
+                run,
+                fastqs,
+                index,
+                quant_dir,
+                sample_spots=opts.strand_sample,
+                threads=opts.threads,
+                fragment_length=opts.fragment_length,
+                fragment_sd=opts.fragment_sd,
+                log=log,
+                exe=tools.kallisto,
+            )
+        else:
+            sample = sample_head(fastqs, opts.strand_sample)  # read only: the qualities
+    except FastqError as e:  # the quantification's own checks give the run's verdict
+        log.write(f"strand: the head of the files cannot be sampled ({e}); the quantification will tell")
+    if sample is not None and sample.one_quality:
+        log.write(f"qualities: every base of the first {sample.spots} spots has quality {sample.quality!r} (SRA Lite?)")
+    lite = "" if sample is None else yes_no(sample.one_quality)
+    record = (extra or {}) | {"quant_tool": opts.tool, "lite_qualities": lite} | call.record()
+    same: dict[str, Any] = {
+        "threads": opts.threads,
+        "fragment_length": opts.fragment_length,
+        "fragment_sd": opts.fragment_sd,
+        "expected_reads": expected_reads,
+        "verified": verified,
+        "log": log,
+    }
+    if opts.tool == "salmon":
+        del record["strandedness"]  # salmon's record says the one it used
+        return salmon_quant.quantify_run(
+            run, fastqs, index, quant_dir, strandedness=opts.strandedness, extra=record, exe=tools.salmon, **same
+        )
+    return kallisto_quant.quantify_run(
+        run, fastqs, index, quant_dir, strand=call.strandedness, extra=record, exe=tools.kallisto, **same
+    )
+
+
+def qc_columns(record: dict) -> dict:
+    """The QC table's columns of a run's ``pipeline_run.json`` (a record made before this module
+    names no tool: kallisto, the only one then)."""
+    return {k: record.get(k, "kallisto" if k == "quant_tool" else "") for k in QC_KEYS}
+
+
+def strand_text(row: dict) -> str:
+    """A run's strandedness and how it was found, in words for the report: ``rf (detected: fr
+    0.00, rf 1.00)``, ``unstranded (undecided: ...)``, ``fr (configured)``, ``rf (salmon -l A: SR)``."""
+    found = str(row.get("strandedness") or "")
+    if not found:
+        return ""
+    how = str(row.get("strand_how") or "")
+    if row.get("strand_fr") not in (None, ""):
+        how += f": fr {float(row['strand_fr']):.2f}, rf {float(row['strand_rf']):.2f}"
+    elif row.get("library_type"):
+        how += f": {row['library_type']}"
+    return f"{found} ({how})" if how else found
