@@ -28,6 +28,7 @@ from .plan import batches, space
 from .plan.sizes import human
 from .progress import BatchProgress, batch_label, say_batch_done
 from .provenance import reference_record
+from .quant import kallisto_batch
 from .quant.quantify import build_index, is_quantified, quantify_run
 from .runlog import RunLog
 
@@ -283,53 +284,77 @@ def quantify_batch(
     status: Status = _no_status,
     reference: Optional[dict] = None,
 ) -> dict:
-    """kallisto on every downloaded run of the batch, one after another with ``quant.threads``.
+    """kallisto on every downloaded run of the batch with ``quant.threads``: ``quant.batch_mode``
+    ``per_run`` runs ``kallisto quant`` for each, one after another; ``auto`` maps the batch's paired
+    runs after one load of the index (:mod:`pipeline.quant.kallisto_batch`), the same results.
 
     ``reference`` (the index marker's :func:`~pipeline.provenance.reference_record`) is recorded
     with every run, so that runs quantified against different references are never merged."""
     ref = {k: v for k, v in (reference or {}).items() if k in ("transcriptome_md5", "index_md5", "kallisto_version")}
     runs = {r.run: r for r in batches.read_batch(paths.batch_file(batch))}
-    results: list[RunQuant] = []
-    for i, row in enumerate(downloaded):
+    results: dict[str, RunQuant] = {}
+    todo: list[kallisto_batch.BatchRun] = []
+    verified: dict[str, bool] = {}
+    for row in downloaded:
         d = RunDownload.from_dict(row)
         run = runs[d.run]
         if d.status == "failed":
-            results.append(RunQuant(run=run.run, status="failed", stage="download", reason=d.reason))
-            continue
-        if is_quantified(paths.quant, run.run):
-            results.append(RunQuant(run=run.run, status="ok", reason="already quantified"))
-            continue
-        status(
-            f"{cfg.species} batch {batch}: kallisto {run.run} ({i + 1}/{len(downloaded)})",
-            100 * i / max(1, len(downloaded)),
-        )
-        log = RunLog(paths.run_log(run.run))
-        fastqs = [paths.run_fastq(run.run) / name for name in d.files]
-        res = quantify_run(
-            run.run,
-            fastqs,
+            results[run.run] = RunQuant(run=run.run, status="failed", stage="download", reason=d.reason)
+        elif is_quantified(paths.quant, run.run):
+            results[run.run] = RunQuant(run=run.run, status="ok", reason="already quantified")
+        else:
+            verified[run.run] = bool(d.verified)
+            todo.append(
+                kallisto_batch.BatchRun(
+                    run=run.run,
+                    fastqs=[paths.run_fastq(run.run) / name for name in d.files],
+                    expected_reads=d.expected_reads,
+                    log=RunLog(paths.run_log(run.run)),
+                    extra={"source": run_source(run, d), "capped": yes_no(d.capped_bases is not None)} | ref,
+                )
+            )
+    started = iter(range(len(todo)))
+
+    def per_run(b: kallisto_batch.BatchRun) -> RunQuant:
+        i = next(started, len(todo) - 1)
+        status(f"{cfg.species} batch {batch}: kallisto {b.run} ({i + 1}/{len(todo)})", 100 * i / max(1, len(todo)))
+        return quantify_run(
+            b.run,
+            b.fastqs,
             paths.index,
             paths.quant,
             threads=cfg.threads,
             fragment_length=cfg.fragment_length,
             fragment_sd=cfg.fragment_sd,
-            expected_reads=d.expected_reads,
-            verified=bool(d.verified),
-            log=log,
-            extra={"source": run_source(run, d), "capped": yes_no(d.capped_bases is not None)} | ref,
+            expected_reads=b.expected_reads,
+            verified=verified[b.run],
+            log=b.log,
+            extra=b.extra,
             exe=tools.kallisto,
         )
+
+    if cfg.batch_mode == "per_run":
+        done = [per_run(b) for b in todo]
+    else:
+        names = ", ".join(b.run for b in todo[:4]) + (f" and {len(todo) - 4} more" if len(todo) > 4 else "")
+        status(f"{cfg.species} batch {batch}: kallisto on {len(todo)} runs: {names}", None)
+        done = kallisto_batch.quantify_runs(
+            todo, paths.index, paths.quant, threads=cfg.threads, per_run=per_run, exe=tools.kallisto
+        )
+    for b, res in zip(todo, done):
+        run = runs[b.run]
         if not res.ok:
             res.stage = "quant"
         if run.layout and res.layout and run.layout != res.layout:
             res.layout_note = f"metadata says {run.layout}, files give {res.layout}"
-            log.write("layout: " + res.layout_note)
-        results.append(res)
+            b.log.write("layout: " + res.layout_note)
+        results[b.run] = res
+    ordered = [results[RunDownload.from_dict(row).run] for row in downloaded]
     return {
         "batch": batch,
-        "runs": [r.to_dict() for r in results],
-        "ok": sum(r.ok for r in results),
-        "failed": sum(r.status == "failed" for r in results),
+        "runs": [r.to_dict() for r in ordered],
+        "ok": sum(r.ok for r in ordered),
+        "failed": sum(r.status == "failed" for r in ordered),
     }
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..model import SOURCES, InputError, excerpt, has_control, species_problem
+from ..model import BATCH_MODES, SOURCES, InputError, excerpt, has_control, species_problem
 from ..plan.sizes import parse_size
 from . import bounded_yaml, selection
 from .urls import url_problem
@@ -42,6 +42,14 @@ def _int_min(lo):
             return f"must be an integer, got {excerpt(v)}"
         if v < lo:
             return f"must be >= {lo}, got {excerpt(v)}"
+
+    return check
+
+
+def _one_of(choices):
+    def check(v):
+        if not isinstance(v, str) or v not in choices:
+            return f"must be one of {', '.join(choices)}, got {excerpt(v)}"
 
     return check
 
@@ -143,6 +151,7 @@ SCHEMA: dict[str, Any] = {
         "threads": (False, 1, _int_min(1)),
         "fragment_length": (False, 200, _positive_number),
         "fragment_sd": (False, 20, _positive_number),
+        "batch_mode": (False, "auto", _one_of(BATCH_MODES)),
     },
 }
 
@@ -168,6 +177,7 @@ class SpeciesConfig:
     threads: int = 1
     fragment_length: float = 200
     fragment_sd: float = 20
+    batch_mode: str = "auto"  # quant.batch_mode: auto (one index load per batch) or per_run
 
     tx2gene: Optional[str] = None  # reference.tx2gene, an absolute path (else genes come from the headers)
 
@@ -292,6 +302,7 @@ def load_species_config(path) -> SpeciesConfig:
         threads=v["quant"]["threads"],
         fragment_length=v["quant"]["fragment_length"],
         fragment_sd=v["quant"]["fragment_sd"],
+        batch_mode=v["quant"]["batch_mode"],
     )
 
 

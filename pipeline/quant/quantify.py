@@ -100,20 +100,13 @@ def quantify_run(
             try:
                 if counting is not None:
                     spots = counting.result()  # FastqError for a truncated file, before kallisto's verdict
-                    if expected_reads is not None and spots != int(expected_reads):
-                        raise QuantError(f"{spots} spots in the files but the metadata says {expected_reads}")
-                    expected_reads = spots
+                    expected_reads = check_spots(spots, expected_reads)
                     log.write(f"quant: read through {spots} spots while kallisto ran (no md5 to check against)")
                 _check_output(tmp, rc, expected_reads, result, log)
             except (QuantError, FastqError, ValueError, OSError):
-                _keep_tool_log(tmp, log)
+                keep_tool_log(tmp, log)
                 raise
-            atomic_write_json(
-                tmp / RUN_RECORD,
-                {k: v for k, v in result.to_dict().items() if k != "status"}
-                | {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads, "kallisto_args": args}
-                | (extra or {}),
-            )
+            write_run_record(tmp, result, fastqs, expected_reads, args, extra)
         result.status = "ok"
         log.write(f"quant: ok, n_processed={result.n_processed} p_pseudoaligned={result.p_pseudoaligned}")
     except (QuantError, FastqError, ValueError, OSError) as e:
@@ -121,6 +114,23 @@ def quantify_run(
         log.write(f"quant: failed: {e}")
     result.seconds = round(time.monotonic() - t0, 3)
     return result
+
+
+def check_spots(spots: int, expected_reads: Optional[int]) -> int:
+    """The spots read through a run's files, which must be what the metadata expects (if it says)."""
+    if expected_reads is not None and spots != int(expected_reads):
+        raise QuantError(f"{spots} spots in the files but the metadata says {expected_reads}")
+    return spots
+
+
+def write_run_record(tmp: Path, result: RunQuant, fastqs: list, expected_reads, args: list, extra=None) -> None:
+    """``quant/RUN/pipeline_run.json``: the run's figures, its files, the kallisto call, ``extra``."""
+    atomic_write_json(
+        tmp / RUN_RECORD,
+        {k: v for k, v in result.to_dict().items() if k != "status"}
+        | {"fastqs": [Path(f).name for f in fastqs], "expected_reads": expected_reads, "kallisto_args": args}
+        | (extra or {}),
+    )
 
 
 def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: RunQuant, log: RunLog) -> None:
@@ -155,7 +165,7 @@ def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: Run
     result.p_pseudoaligned = float(info.get("p_pseudoaligned", 0.0))
 
 
-def _keep_tool_log(tmp: Path, log: RunLog) -> None:
+def keep_tool_log(tmp: Path, log: RunLog) -> None:
     """Copy the end of kallisto's log into the run's log before the temp folder goes."""
     if (tmp / "kallisto.log").exists():
         log.write("kallisto log:\n" + (tmp / "kallisto.log").read_text(errors="replace")[-4000:])
