@@ -285,8 +285,9 @@ def quantify_batch(
     reference: Optional[dict] = None,
 ) -> dict:
     """kallisto on every downloaded run of the batch with ``quant.threads``: ``quant.batch_mode``
-    ``per_run`` runs ``kallisto quant`` for each, one after another; ``auto`` maps the batch's paired
-    runs after one load of the index (:mod:`pipeline.quant.kallisto_batch`), the same results.
+    ``per_run`` runs ``kallisto quant`` for each, one after another; ``batch`` maps the batch's paired
+    runs after one load of the index (:mod:`pipeline.quant.kallisto_batch`), the same results, and
+    ``auto`` does so for the runs no md5 vouches for (their files are read through either way).
 
     ``reference`` (the index marker's :func:`~pipeline.provenance.reference_record`) is recorded
     with every run, so that runs quantified against different references are never merged."""
@@ -294,7 +295,6 @@ def quantify_batch(
     runs = {r.run: r for r in batches.read_batch(paths.batch_file(batch))}
     results: dict[str, RunQuant] = {}
     todo: list[kallisto_batch.BatchRun] = []
-    verified: dict[str, bool] = {}
     for row in downloaded:
         d = RunDownload.from_dict(row)
         run = runs[d.run]
@@ -303,7 +303,6 @@ def quantify_batch(
         elif is_quantified(paths.quant, run.run):
             results[run.run] = RunQuant(run=run.run, status="ok", reason="already quantified")
         else:
-            verified[run.run] = bool(d.verified)
             todo.append(
                 kallisto_batch.BatchRun(
                     run=run.run,
@@ -311,6 +310,7 @@ def quantify_batch(
                     expected_reads=d.expected_reads,
                     log=RunLog(paths.run_log(run.run)),
                     extra={"source": run_source(run, d), "capped": yes_no(d.capped_bases is not None)} | ref,
+                    verified=bool(d.verified),
                 )
             )
     started = iter(range(len(todo)))
@@ -327,7 +327,7 @@ def quantify_batch(
             fragment_length=cfg.fragment_length,
             fragment_sd=cfg.fragment_sd,
             expected_reads=b.expected_reads,
-            verified=verified[b.run],
+            verified=b.verified,
             log=b.log,
             extra=b.extra,
             exe=tools.kallisto,
@@ -339,7 +339,13 @@ def quantify_batch(
         names = ", ".join(b.run for b in todo[:4]) + (f" and {len(todo) - 4} more" if len(todo) > 4 else "")
         status(f"{cfg.species} batch {batch}: kallisto on {len(todo)} runs: {names}", None)
         done = kallisto_batch.quantify_runs(
-            todo, paths.index, paths.quant, threads=cfg.threads, per_run=per_run, exe=tools.kallisto
+            todo,
+            paths.index,
+            paths.quant,
+            threads=cfg.threads,
+            per_run=per_run,
+            verified_too=cfg.batch_mode == "batch",
+            exe=tools.kallisto,
         )
     for b, res in zip(todo, done):
         run = runs[b.run]

@@ -65,6 +65,15 @@ def test_groups_are_paired_runs_sharing_their_flags():
     assert sorted(r.run for r in alone) == ["B", "F"]
 
 
+def test_md5_verified_runs_are_batched_only_when_asked():
+    runs = [_run("A"), _run("B"), _run("C")]
+    runs[2].verified = True
+    groups, alone = kallisto_batch.batch_groups(runs, verified_too=False)
+    assert [[r.run for r in g] for g in groups] == [["A", "B"]] and [r.run for r in alone] == ["C"]
+    groups, alone = kallisto_batch.batch_groups(runs, verified_too=True)
+    assert [[r.run for r in g] for g in groups] == [["A", "B", "C"]] and alone == []
+
+
 def test_bus_records_and_counts_per_run():
     recs = np.zeros(4, kallisto_batch.BUS_RECORD)
     recs["bc"], recs["ec"], recs["count"] = [0, 1, 1, 1], [5, 2, 9, 2], [3, 4, 1, 2]

@@ -23,7 +23,9 @@ single-end run (``kallisto pseudo --single`` skips the check of single reads aga
 length that ``kallisto quant --single`` makes), or a run with a flag other than the strand flags.
 
 ``kallisto pseudo`` reports the reads processed for the whole batch only, so every run's files are
-read to their end while kallisto runs (:func:`~pipeline.reads.fastq.count_checked`): a truncated
+read to their end while kallisto runs (the cost that ``quant.batch_mode: auto`` avoids by batching
+only runs no md5 vouches for, which ``kallisto quant`` alone reads through too; ``batch`` takes
+md5-verified runs as well) with :func:`~pipeline.reads.fastq.count_checked`: a truncated
 file or mates of different lengths fail that run, and the spots read must equal the metadata's.
 kallisto processes at most the spots of each run, so its total equal to their sum means each
 run's ``n_processed`` equals its spots. A run that fails the read-through makes the total
@@ -67,17 +69,19 @@ class BatchRun:
     log: RunLog
     extra: dict = field(default_factory=dict)
     flags: tuple = ()  # per-run kallisto flags, e.g. ("--rf-stranded",)
+    verified: bool = False  # an md5 vouches for the files: kallisto quant alone would not read them through
 
 
 PerRun = Callable[[BatchRun], RunQuant]
 
 
-def batch_groups(runs: Sequence[BatchRun]) -> tuple[list[list[BatchRun]], list[BatchRun]]:
-    """``(groups, alone)``: paired runs grouped by their flags (two or more a group), and the rest."""
+def batch_groups(runs: Sequence[BatchRun], verified_too: bool = True) -> tuple[list[list[BatchRun]], list[BatchRun]]:
+    """``(groups, alone)``: paired runs grouped by their flags (two or more a group), and the rest;
+    runs whose files an md5 vouches for go alone unless ``verified_too``."""
     by_flags: dict[tuple, list[BatchRun]] = {}
     alone: list[BatchRun] = []
     for r in runs:
-        if len(r.fastqs) == 2 and all(f in kallisto.STRAND_FLAGS for f in r.flags):
+        if len(r.fastqs) == 2 and all(f in kallisto.STRAND_FLAGS for f in r.flags) and (verified_too or not r.verified):
             by_flags.setdefault(tuple(r.flags), []).append(r)
         else:
             alone.append(r)
@@ -87,10 +91,19 @@ def batch_groups(runs: Sequence[BatchRun]) -> tuple[list[list[BatchRun]], list[B
 
 
 def quantify_runs(
-    runs: Sequence[BatchRun], index, quant_dir, *, threads: int, per_run: PerRun, exe: str = "kallisto"
+    runs: Sequence[BatchRun],
+    index,
+    quant_dir,
+    *,
+    threads: int,
+    per_run: PerRun,
+    verified_too: bool = True,
+    exe: str = "kallisto",
 ) -> list[RunQuant]:
-    """Quantify ``runs`` into ``quant_dir/RUN/``, batched where that is exact; results in ``runs``' order."""
-    groups, alone = batch_groups(runs)
+    """Quantify ``runs`` into ``quant_dir/RUN/``, batched where that is exact (md5-verified runs only
+    when ``verified_too``: batch mode reads them through, kallisto quant alone does not); results in
+    ``runs``' order."""
+    groups, alone = batch_groups(runs, verified_too)
     done: dict[str, RunQuant] = {}
     for group in groups:
         for res in quantify_group(group, index, quant_dir, threads=threads, per_run=per_run, exe=exe):
