@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import need_shared, need_tool
+from helpers import run_luigi, write_species
 
 from pipeline.model import RunQuant
 from pipeline.quant import kallisto, kallisto_batch
 from pipeline.quant import quantify as quant
 from pipeline.runlog import RunLog
 from pipeline.testing import simulate
+from pipeline.testing.fileserver import FileServer
 
 SAME_FIGURES = (
     "n_targets",
@@ -251,3 +253,42 @@ def test_a_run_whose_fragment_sample_differs_goes_alone_and_still_equals(tmp_pat
     assert "quantified alone" in (tmp_path / "DRR000301.log").read_text()
     for r in runs:
         _assert_same(tmp_path, r)
+
+
+# -- through the pipeline -------------------------------------------------------------------------
+
+
+def _pipeline(tmp_path, name: str, ds: dict, archive: Path, mode: str) -> Path:
+    with FileServer(archive) as server:
+        write_species(tmp_path / name / "cfg", "Batcha_pipe", ds["transcriptome"], ds["metadata"],
+                      batch={"size": 4}, quant={"batch_mode": mode},
+                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}, "sources": ["ena"]})  # fmt: skip
+        r = run_luigi(tmp_path / name / "cfg", tmp_path / name / "out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp_path / name / "out" / "Batcha_pipe"
+
+
+def test_the_pipeline_batches_by_quant_batch_mode(tmp_path):
+    """md5-verified ENA runs: per_run and auto run kallisto quant for each, batch maps them together;
+    every abundance.tsv and the merged tables are the same."""
+    need_tool("kallisto")
+    runs = [f"DRR00050{i}" for i in range(1, 5)]
+    ds = simulate.make_species_dataset(tmp_path / "sim", "Batcha_pipe", runs, "PAIRED", 3000, 50, 30, seed=8)
+    archive = tmp_path / "sim" / "archive"
+    alone = _pipeline(tmp_path, "per_run", ds, archive, "per_run")
+    auto = _pipeline(tmp_path, "auto", ds, archive, "auto")
+    batch = _pipeline(tmp_path, "batch", ds, archive, "batch")
+    for run in runs:
+        modes = [
+            json.loads((sp / "quant" / run / "pipeline_run.json").read_text()).get("quant_mode")
+            for sp in (alone, auto, batch)
+        ]
+        assert modes == [None, None, "batch"]
+        for sp in (auto, batch):
+            assert (sp / "quant" / run / "abundance.tsv").read_bytes() == (
+                alone / "quant" / run / "abundance.tsv"
+            ).read_bytes()
+    merged = sorted(p.name for p in (alone / "merged").iterdir() if p.suffix == ".tsv" and "est_counts" in p.name)
+    assert merged
+    for name in merged:
+        assert (batch / "merged" / name).read_bytes() == (alone / "merged" / name).read_bytes()
