@@ -244,21 +244,23 @@ def quantify_group(
             members = []
         total = max(1, sum(spots.values()))
 
-        def one(item: tuple[int, BatchRun]) -> RunQuant:
+        def one(item: tuple[int, BatchRun]) -> tuple[BatchRun, Optional[RunQuant]]:
+            """The run's result from the batch, or None when it is to be quantified alone."""
             i, r = item
             ecs, counts = run_counts(records, i)
             why = alone_reason(int(counts.sum()), flens[i])
             if why:
                 r.log.write(f"quant: {why}; quantified alone with kallisto quant")
-                return per_run(r)
+                return r, None
             share = batch_seconds * spots[r.run] / total
-            done = _quantify_member(
+            return r, _quantify_member(
                 r, i, ecs, counts, flens[i], spots[r.run], batch_info, args, scratch, quant_dir, share, exe
             )
-            return done or per_run(r)
 
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            results.update((q.run, q) for q in pool.map(one, members))
+            done = list(pool.map(one, members))
+        for r, res in done:  # one kallisto quant at a time, each with quant.threads
+            results[r.run] = res or per_run(r)
         remove_path(scratch)
     return [results[r.run] for r in group]
 
