@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -292,3 +293,23 @@ def test_the_pipeline_batches_by_quant_batch_mode(tmp_path):
     assert merged
     for name in merged:
         assert (batch / "merged" / name).read_bytes() == (alone / "merged" / name).read_bytes()
+
+
+def test_stranded_runs_batch_with_their_flag_and_equal_kallisto_quant(tmp_path, sim):
+    """Per-run strand flags: the runs of one flag are batched together, as kallisto quant --rf-stranded."""
+    runs = dict(list(sim["files"].items())[:2])
+    for run, files in runs.items():
+        (tmp_path / "alone" / run).mkdir(parents=True)
+        args = kallisto.quant_args(sim["index"], tmp_path / "alone" / run, files)
+        subprocess.run(args[:2] + ["--rf-stranded"] + args[2:], check=True, capture_output=True)
+    calls: list[str] = []
+    todo = [kallisto_batch.BatchRun(run=r, fastqs=f, expected_reads=30000, log=RunLog(None), flags=("--rf-stranded",))
+            for r, f in runs.items()]  # fmt: skip
+    results = kallisto_batch.quantify_runs(todo, sim["index"], tmp_path / "batch", threads=1,
+                                           per_run=_per_run(sim["index"], tmp_path / "batch", calls))  # fmt: skip
+    assert calls == [] and all(r.ok for r in results), results
+    for r in results:
+        assert 0 < r.n_pseudoaligned < 30000  # the strand filter dropped reads
+        _assert_same(tmp_path, r.run)
+    rec = json.loads((tmp_path / "batch" / results[0].run / "pipeline_run.json").read_text())
+    assert rec["kallisto_batch_args"][-1] == "--rf-stranded"
