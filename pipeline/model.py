@@ -20,6 +20,9 @@ PAIRED = "PAIRED"
 SINGLE = "SINGLE"
 #: Where a run's reads may come from, in the default order of ``download.sources``.
 SOURCES = ("ena", "sra")
+#: ``quant.batch_mode``: ``batch`` maps a batch's paired runs after one index load, ``auto`` only
+#: those no md5 vouches for (read through either way), ``per_run`` runs kallisto quant for each.
+BATCH_MODES = ("auto", "batch", "per_run")
 
 #: Characters of a bad value quoted in a message.
 EXCERPT = 80

@@ -18,6 +18,10 @@ logger = logging.getLogger(__name__)
 Status = Callable[[str, Optional[float]], None]
 
 
+def no_status(message: str, percent: Optional[float] = None) -> None:
+    """A :data:`Status` that shows nothing (a step run outside Luigi)."""
+
+
 def batch_label(paths: SpeciesPaths, batch: int) -> str:
     """``Camponotus_floridanus batch 3/12`` (batch numbers from 1 for people)."""
     try:

@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from . import streaming
 from .fetch.retry import RetryPolicy
@@ -24,23 +24,17 @@ from .fetch.transfer import fetch, safe_name
 from .files import read_json, sync_filesystem
 from .inputs import ena, metadata, tx2gene
 from .inputs.species_config import SpeciesConfig
-from .model import STREAMED, InputError, RemoteFile, Run, RunDownload, RunQuant, Tools, yes_no
+from .model import InputError, RemoteFile, Run, RunDownload, Tools
 from .paths import DOWNLOAD, INDEX, SpeciesPaths
 from .plan import batches, space
 from .plan.sizes import human
-from .progress import BatchProgress, batch_label, say_batch_done
-from .provenance import REFERENCE_KEYS, reference_record
+from .progress import BatchProgress, Status, batch_label, no_status, say_batch_done
+from .provenance import reference_record
 from .quant import quantifier
 from .quant.quantify import is_quantified
 from .runlog import RunLog
 
 logger = logging.getLogger(__name__)
-
-Status = Callable[[str, Optional[float]], None]
-
-
-def _no_status(message: str, percent: Optional[float] = None) -> None:
-    pass
 
 
 @dataclass
@@ -81,7 +75,7 @@ def started_batches(paths: SpeciesPaths) -> list[list[Run]]:
     return planned[: last + 1]
 
 
-def plan_species(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status: Status = _no_status) -> dict:
+def plan_species(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status: Status = no_status) -> dict:
     """Read and select the runs, write ``runs.tsv``, ``skipped.tsv`` and one JSON file per batch."""
     source = cfg.metadata_file
     if cfg.metadata_query:
@@ -172,7 +166,7 @@ def index_tool(paths: SpeciesPaths) -> Optional[str]:
     return read_json(marker).get("quant_tool") or "kallisto"
 
 
-def build_species_index(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status: Status = _no_status) -> dict:
+def build_species_index(cfg: SpeciesConfig, paths: SpeciesPaths, shared: Shared, status: Status = no_status) -> dict:
     """Fetch the transcriptome into genome/ when it is a URL, and build the index of ``quant.tool`` once."""
     paths.genome.mkdir(parents=True, exist_ok=True)
     fasta = cfg.transcriptome
@@ -214,7 +208,7 @@ def space_needed(cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, runs: list
 
 
 def download_batch(
-    cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, shared: Shared, status: Status = _no_status
+    cfg: SpeciesConfig, paths: SpeciesPaths, batch: int, shared: Shared, status: Status = no_status
 ) -> dict:
     """Download the batch's runs, ``download.parallel`` at a time, each verified, once there is room."""
     runs = batches.read_batch(paths.batch_file(batch))
@@ -284,93 +278,6 @@ def download_batch(
         "ok": sum(r.ok for r in results),
         "failed": sum(r.status == "failed" for r in results),
     }
-
-
-def quantify_batch(
-    cfg: SpeciesConfig,
-    paths: SpeciesPaths,
-    batch: int,
-    downloaded: list[dict],
-    tools: Tools,
-    status: Status = _no_status,
-    reference: Optional[dict] = None,
-    policy: Optional[RetryPolicy] = None,
-) -> dict:
-    """``quant.tool`` on every downloaded run of the batch, one after another with ``quant.threads``;
-    the runs the download step left to it (``download.mode: stream``) streamed, with ``policy``.
-
-    ``reference`` (the index marker's :func:`~pipeline.provenance.reference_record`) is recorded
-    with every run, so that runs quantified against different references are never merged."""
-    ref = {k: v for k, v in (reference or {}).items() if k in REFERENCE_KEYS}
-    opts = quant_options(cfg)
-    runs = {r.run: r for r in batches.read_batch(paths.batch_file(batch))}
-    results: list[RunQuant] = []
-
-    def quantify_files(run: Run, d: RunDownload, log: RunLog) -> RunQuant:
-        return quantifier.quantify(
-            run.run,
-            [paths.run_fastq(run.run) / name for name in d.files],
-            paths.quant_index(cfg.quant_tool),
-            paths.quant,
-            opts,
-            tools,
-            expected_reads=d.expected_reads,
-            verified=bool(d.verified),
-            log=log,
-            extra={"source": run_source(run, d), "capped": yes_no(d.capped_bases is not None)} | ref,
-        )
-
-    for i, row in enumerate(downloaded):
-        d = RunDownload.from_dict(row)
-        run = runs[d.run]
-        if d.status == "failed":
-            results.append(RunQuant(run=run.run, status="failed", stage="download", reason=d.reason))
-            continue
-        if is_quantified(paths.quant, run.run):
-            results.append(RunQuant(run=run.run, status="ok", reason="already quantified"))
-            continue
-        status(
-            f"{cfg.species} batch {batch}: {cfg.quant_tool} {run.run} ({i + 1}/{len(downloaded)})",
-            100 * i / max(1, len(downloaded)),
-        )
-        log = RunLog(paths.run_log(run.run))
-        if d.status == STREAMED:
-            setup = streaming.fetch_setup(cfg, policy or RetryPolicy(), tools)
-            extra = ref | {"capped": yes_no(False)}
-            res = streaming.quantify_streamed_run(cfg, paths, run, setup, extra, log, quantify_files)
-        else:
-            res = quantify_files(run, d, log)
-        if not res.ok and not res.stage:
-            res.stage = "quant"
-        if run.layout and res.layout and run.layout != res.layout:
-            res.layout_note = f"metadata says {run.layout}, files give {res.layout}"
-            log.write("layout: " + res.layout_note)
-        results.append(res)
-    return {
-        "batch": batch,
-        "runs": [r.to_dict() for r in results],
-        "ok": sum(r.ok for r in results),
-        "failed": sum(r.status == "failed" for r in results),
-    }
-
-
-def quant_options(cfg: SpeciesConfig) -> quantifier.QuantOptions:
-    """A species' ``quant`` settings for :func:`pipeline.quant.quantifier.quantify`."""
-    return quantifier.QuantOptions(
-        tool=cfg.quant_tool,
-        strandedness=cfg.strandedness,
-        strand_sample=cfg.strand_sample,
-        threads=cfg.threads,
-        fragment_length=cfg.fragment_length,
-        fragment_sd=cfg.fragment_sd,
-    )
-
-
-def run_source(run: Run, d: RunDownload) -> str:
-    """``ena``, ``sra`` or ``local`` (files of the user's own, given as paths or file:// URLs)."""
-    if d.source == "ena" and run.files and all(f.url.startswith("file:") for f in run.files):
-        return "local"
-    return d.source
 
 
 def cleanup_batch(paths: SpeciesPaths, batch: int) -> dict:

@@ -20,7 +20,7 @@ import luigi
 import luigi.interface
 import luigi.rpc
 
-from . import finish, progress, settings, steps
+from . import finish, progress, quant_step, settings, steps
 from .cli.console import install_failure_filter, install_progress_handler, report_input_error
 from .fetch.sources import archive_hosts
 from .files import atomic_write_json, read_json, remove_stale_temps
@@ -222,7 +222,7 @@ class BatchQuant(BatchTask):
         downloaded = read_json(self.input()["download"].path)["runs"]
         reference = read_json(self.input()["index"].path)
         self.run_step(
-            lambda cfg, paths: steps.quantify_batch(
+            lambda cfg, paths: quant_step.quantify_batch(
                 cfg, paths, self.batch, downloaded, settings.tools(), self.status, reference, shared().policy
             )
         )

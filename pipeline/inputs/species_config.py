@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..fetch.segments import DEFAULT_CONNECTIONS, MAX_CONNECTIONS, MIN_SEGMENT, MIN_SEGMENT_FLOOR
-from ..model import SOURCES, InputError, excerpt, species_problem
+from ..model import BATCH_MODES, SOURCES, InputError, excerpt, species_problem
 from ..plan.sizes import parse_size
 from ..quant.quantifier import STRAND_SAMPLE, TOOLS
 from ..quant.strand import STRANDEDNESS
@@ -80,6 +80,7 @@ SCHEMA: dict[str, Any] = {
         "tool": (False, TOOLS[0], _one_of(*TOOLS)),  # the quantifier: kallisto or salmon
         "strandedness": (False, STRANDEDNESS[0], _one_of(*STRANDEDNESS)),  # auto: found per run
         "strand_sample": (False, STRAND_SAMPLE, _int_min(1)),  # spots read to find it and the qualities
+        "batch_mode": (False, BATCH_MODES[0], _one_of(*BATCH_MODES)),  # auto: one index load per batch
     },
 }
 
@@ -112,6 +113,7 @@ class SpeciesConfig:
     quant_tool: str = TOOLS[0]
     strandedness: str = STRANDEDNESS[0]
     strand_sample: int = STRAND_SAMPLE
+    batch_mode: str = "auto"  # quant.batch_mode: auto (one index load per batch) or per_run
 
     tx2gene: Optional[str] = None  # reference.tx2gene, an absolute path (else genes come from the headers)
 
@@ -261,6 +263,7 @@ def load_species_config(path) -> SpeciesConfig:
         quant_tool=v["quant"]["tool"],
         strandedness=v["quant"]["strandedness"],
         strand_sample=v["quant"]["strand_sample"],
+        batch_mode=v["quant"]["batch_mode"],
     )
 
 

@@ -86,6 +86,35 @@ def quant_args(
     return args + fastqs
 
 
+def pseudo_batch_args(
+    index, outdir, batch_file, threads: int = 1, flags: Sequence[str] = (), exe: str = "kallisto"
+) -> list[str]:
+    """``kallisto pseudo --bus -b BATCH``: paired runs listed in ``batch_file`` (``ID FASTQ1 FASTQ2``),
+    mapped after one load of the index. Writes each run's equivalence-class counts (``output.bus``),
+    fragment lengths (``flens.txt``) and the equivalence classes (``index.saved``, without k-mers)."""
+    bad = [f for f in flags if f not in STRAND_FLAGS.values()]
+    if bad:
+        raise ValueError(f"kallisto pseudo takes no per-run flag {bad[0]!r} (only {', '.join(STRAND_FLAGS.values())})")
+    args = [exe, "pseudo", "--bus", "-i", path_arg(index), "-o", path_arg(outdir), "-b", path_arg(batch_file)]
+    return args + ["-t", str(int(threads)), *flags]
+
+
+def quant_tcc_args(index, outdir, tcc_file, fld_file, exe: str = "kallisto") -> list[str]:
+    """``kallisto quant-tcc`` for one run: its EM on ``tcc_file`` (``EC COUNT`` lines) with its fragment
+    length histogram ``fld_file``; writes ``abundance.tsv`` as ``kallisto quant`` does."""
+    return [
+        exe,
+        "quant-tcc",
+        "-i",
+        path_arg(index),
+        "-f",
+        path_arg(fld_file),
+        "-o",
+        path_arg(outdir),
+        path_arg(tcc_file),
+    ]
+
+
 def version_args(exe: str = "kallisto") -> list[str]:
     return [exe, "version"]
 

@@ -47,22 +47,13 @@ def build_index(tool: str, fasta, index, log_path, tools: Tools, threads: int = 
     return kallisto_quant.build_index(fasta, index, log_path, exe=tools.kallisto)
 
 
-def quantify(
-    run: str,
-    fastqs: list,
-    index,
-    quant_dir,
-    opts: QuantOptions,
-    tools: Tools,
-    *,
-    expected_reads: Optional[int],
-    verified: bool,
-    log: RunLog,
-    extra: Optional[dict] = None,
-) -> RunQuant:
-    """Quantify one run with the species' tool into ``quant_dir/RUN/``; never raises for the run's
-    own failure. A head of the files that cannot be sampled decides nothing (``undecided``, no
-    lite flag): the quantification's own checks then fail the run, with the tool's log kept."""
+def prepare(
+    run: str, fastqs: list, index, quant_dir, opts: QuantOptions, tools: Tools, log: RunLog, extra: Optional[dict]
+) -> tuple[strand.StrandCall, dict]:
+    """The run's strandedness (configured, found from a sample of its head with kallisto, or left
+    to salmon's ``-l A``) and its record so far (``extra``, the tool, the SRA Lite flag). A head of
+    the files that cannot be sampled decides nothing (``undecided``, no lite flag): the
+    quantification's own checks then fail the run, with the tool's log kept."""
     sample: Optional[ReadSample] = None
     if opts.strandedness != "auto":
         call = strand.StrandCall(opts.strandedness, "configured")
@@ -91,7 +82,26 @@ def quantify(
     if sample is not None and sample.one_quality:
         log.write(f"qualities: every base of the first {sample.spots} spots has quality {sample.quality!r} (SRA Lite?)")
     lite = "" if sample is None else yes_no(sample.one_quality)
-    record = (extra or {}) | {"quant_tool": opts.tool, "lite_qualities": lite} | call.record()
+    return call, (extra or {}) | {"quant_tool": opts.tool, "lite_qualities": lite} | call.record()
+
+
+def quantify(
+    run: str,
+    fastqs: list,
+    index,
+    quant_dir,
+    opts: QuantOptions,
+    tools: Tools,
+    *,
+    expected_reads: Optional[int],
+    verified: bool,
+    log: RunLog,
+    extra: Optional[dict] = None,
+    prepared: Optional[tuple[strand.StrandCall, dict]] = None,
+) -> RunQuant:
+    """Quantify one run with the species' tool into ``quant_dir/RUN/`` (after :func:`prepare`,
+    unless ``prepared`` is its answer already); never raises for the run's own failure."""
+    call, record = prepared or prepare(run, fastqs, index, quant_dir, opts, tools, log, extra)
     same: dict[str, Any] = {
         "threads": opts.threads,
         "fragment_length": opts.fragment_length,
@@ -101,7 +111,7 @@ def quantify(
         "log": log,
     }
     if opts.tool == "salmon":
-        del record["strandedness"]  # salmon's record says the one it used
+        record = {k: v for k, v in record.items() if k != "strandedness"}  # salmon's record says the one it used
         return salmon_quant.quantify_run(
             run, fastqs, index, quant_dir, strandedness=opts.strandedness, extra=record, exe=tools.salmon, **same
         )

@@ -94,7 +94,7 @@ def quantify_run(
                 expected_reads = read_through(counting, expected_reads, log)
                 _check_output(tmp, rc, expected_reads, result, log)
             except (QuantError, FastqError, ValueError, OSError):
-                _keep_tool_log(tmp, log)
+                keep_tool_log(tmp, log)
                 raise
             write_run_record(tmp, result, fastqs, expected_reads, args, extra)
         result.status = "ok"
@@ -160,10 +160,15 @@ def read_through(counting: Optional[Future], expected_reads: Optional[int], log:
     match the metadata's; else the metadata's. FastqError for a truncated file, before the tool's verdict."""
     if counting is None:
         return expected_reads
-    spots = counting.result()
+    spots = check_spots(counting.result(), expected_reads)
+    log.write(f"quant: read through {spots} spots while {tool} ran (no md5 to check against)")
+    return spots
+
+
+def check_spots(spots: int, expected_reads: Optional[int]) -> int:
+    """The spots read through a run's files, which must be what the metadata expects (if it says)."""
     if expected_reads is not None and spots != int(expected_reads):
         raise QuantError(f"{spots} spots in the files but the metadata says {expected_reads}")
-    log.write(f"quant: read through {spots} spots while {tool} ran (no md5 to check against)")
     return spots
 
 
@@ -199,7 +204,7 @@ def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: Run
     result.p_pseudoaligned = float(info.get("p_pseudoaligned", 0.0))
 
 
-def _keep_tool_log(tmp: Path, log: RunLog) -> None:
+def keep_tool_log(tmp: Path, log: RunLog) -> None:
     """Copy the end of kallisto's log into the run's log before the temp folder goes."""
     if (tmp / "kallisto.log").exists():
         log.write("kallisto log:\n" + (tmp / "kallisto.log").read_text(errors="replace")[-4000:])

@@ -105,7 +105,7 @@ def quantify_run(
                 expected_reads = read_through(counting, expected_reads, log, tool="salmon")
                 found = _check_output(tmp, rc, expected_reads, result)
             except (QuantError, FastqError, ValueError, OSError):
-                _keep_tool_log(tmp, log)
+                keep_tool_log(tmp, log)
                 raise
             atomic_write_json(
                 tmp / RUN_RECORD,
@@ -147,7 +147,7 @@ def _check_output(tmp: Path, rc: int, expected_reads: Optional[int], result: Run
     return {"library_type": libtype, "strandedness": salmon.strandedness_of(libtype)} | figures
 
 
-def _keep_tool_log(tmp: Path, log: RunLog) -> None:
+def keep_tool_log(tmp: Path, log: RunLog) -> None:
     """Copy the end of salmon's output and log into the run's log before the temp folder goes."""
     for name in (TOOL_LOG, "logs/salmon_quant.log"):
         if (tmp / name).exists():

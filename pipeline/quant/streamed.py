@@ -32,7 +32,7 @@ from ..files import staged_path
 from ..model import PAIRED, SINGLE, ExpectedFailure, RemoteFile, Run, RunQuant
 from ..runlog import RunLog
 from . import kallisto
-from .quantify import _check_output, _keep_tool_log, quant_args_in, write_run_record
+from .quantify import _check_output, keep_tool_log, quant_args_in, write_run_record
 
 #: ``RunQuant.stage`` of a run whose streamed quantification failed.
 STAGE = "stream"
@@ -79,7 +79,7 @@ def quantify_streamed(
                     fifo.unlink()
                 _check_output(tmp, rc, run.read_count, result, log)
             except (ExpectedFailure, ValueError, OSError):
-                _keep_tool_log(tmp, log)
+                keep_tool_log(tmp, log)
                 raise
             record = (extra or {}) | {"streamed": [dataclasses.asdict(g) for g in got]}
             write_run_record(tmp, result, names, run.read_count, args, record)
