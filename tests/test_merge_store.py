@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import warnings
 
+import anndata
+import numpy as np
+import pandas as pd
 import pytest
 from test_merge import HEADER, _files, _kallisto_like, _quant, _write
 
-from pipeline.quant import merge, merge_store
+from pipeline.quant import columnar, merge, merge_store
 from pipeline.quant.merge import MEASURES, merge_species
 from pipeline.quant.merge_store import MANIFEST, merge_incremental
 
@@ -40,11 +44,26 @@ def _same_as_plain(tmp_path, runs, extra=None, block=3, reader=None, tag="m"):
     expected = merge_species("Sp", q, runs, plain, extra, block=block)
     got = merge_incremental("Sp", q, runs, new, tmp_path / "store", extra, block=block, read=reader or Reader())
     assert got["runs"] == expected["runs"]
-    assert {k: os.path.basename(v) for k, v in got["files"].items()} == {
-        k: os.path.basename(v) for k, v in expected["files"].items()
-    }
-    assert _files(new) == _files(plain)
+    names = {k: os.path.basename(v) for k, v in got["files"].items()}
+    assert names == {"h5ad": "Sp.h5ad", **{k: os.path.basename(v) for k, v in expected["files"].items()}}
+    assert _files(new) == {"Sp.h5ad": (new / "Sp.h5ad").read_bytes(), **_files(plain)}
+    assert_h5ad_is_the_tables(new)
     return got
+
+
+def assert_h5ad_is_the_tables(merged, species="Sp"):
+    """The columnar copy, read by anndata, holds what pandas reads from each TSV (NaN where NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a run listed twice: anndata warns of the repeated name
+        a = anndata.read_h5ad(merged / f"{species}.h5ad")
+    for m in MEASURES:
+        path = merged / f"{species}_{m}.tsv"
+        table = pd.read_csv(path, sep="\t", index_col=0, dtype={"target_id": str})
+        frame = a.to_df(layer=None if m == "est_counts" else m).T
+        assert list(frame.index) == list(table.index) and frame.index.name == "target_id"
+        assert ["run", *frame.columns] == path.read_text().split("\n", 1)[0].replace("target_id", "run").split("\t")
+        assert frame.to_numpy().dtype == "float64"
+        np.testing.assert_array_equal(frame.to_numpy(), table.to_numpy(dtype="float64"))
 
 
 def _spoil_keeping_key(path):
@@ -78,8 +97,10 @@ def test_added_runs_are_the_only_ones_read(tmp_path):
     assert sorted(reader.read) == RUNS[5:]
     assert got["incremental"]["read"] == 3
     expected = merge_species("Sp", originals, RUNS, tmp_path / "plain_orig")
-    assert _files(tmp_path / "merged") == _files(tmp_path / "plain_orig")
+    tables = {k: v for k, v in _files(tmp_path / "merged").items() if k.endswith(".tsv")}
+    assert tables == _files(tmp_path / "plain_orig")
     assert expected["runs"] == RUNS
+    assert_h5ad_is_the_tables(tmp_path / "merged")
 
 
 def test_a_requantified_run_is_read_again(tmp_path):
@@ -214,3 +235,44 @@ def test_random_histories_match_the_plain_merge(tmp_path):
             r = runs.pop(rng.randrange(len(runs)))
             runs.insert(rng.randrange(len(runs) + 1), r)
         _same_as_plain(tmp_path, runs, block=rng.choice([2, 3, 5]), tag=str(step))
+
+
+def test_the_columnar_copy_parses_only_runs_it_did_not_hold(tmp_path, monkeypatch):
+    q = tmp_path / "quant"
+    _kallisto_like(q, RUNS, n=30)
+    _same_as_plain(tmp_path, RUNS[:5], block=3)  # segments of 3 and 2 runs
+    parse = columnar.parse_columns
+    parsed: list[tuple[str, list[int]]] = []
+
+    def spy(path, columns):
+        parsed.append((path.suffix, list(columns)))
+        return parse(path, columns)
+
+    monkeypatch.setattr(columnar, "parse_columns", spy)
+    _same_as_plain(tmp_path, RUNS[:7], block=3, tag="2")  # a new segment of SRR5, SRR6
+    assert sorted(parsed) == [(".eff_length", [0, 1]), (".est_counts", [0, 1]), (".tpm", [0, 1])]
+    parsed.clear()
+    shutil.rmtree(q / "SRR1")
+    _kallisto_like(q, ["SRR1"], n=30, seed=9)  # re-quantified: its segment is made again, SRR0 and SRR2 kept
+    _same_as_plain(tmp_path, RUNS[:7], block=3, tag="3")
+    assert sorted(parsed) == [(".eff_length", [1]), (".est_counts", [1]), (".tpm", [1])]
+
+
+def test_nan_values_are_nan_in_the_columnar_copy(tmp_path):
+    q = tmp_path / "quant"
+    rows = [HEADER, "t1\t1000\t801.5\t0\t-nan", "t2\t1000\t802.5\t0\t-nan", "t3\t10\tnan\t0\t-nan"]
+    _write(q, "SRR1", "\n".join(rows) + "\n")
+    _quant(q, "SRR2", [1, 2, 3])
+    _same_as_plain(tmp_path, ["SRR1", "SRR2"])
+    a = anndata.read_h5ad(tmp_path / "merged" / "Sp.h5ad")
+    assert np.isnan(a.layers["tpm"][0]).all() and not np.isnan(a.layers["tpm"][1]).any()
+    assert a.obs_names.tolist() == ["SRR1", "SRR2"] and a.var_names.tolist() == ["t1", "t2", "t3"]
+
+
+def test_without_the_copy_none_is_left(tmp_path):
+    _kallisto_like(tmp_path / "quant", RUNS[:2], n=5)
+    _same_as_plain(tmp_path, RUNS[:2])
+    got = merge_incremental(
+        "Sp", tmp_path / "quant", RUNS[:2], tmp_path / "merged", tmp_path / "store", h5ad_copy=False
+    )
+    assert "h5ad" not in got["files"] and not (tmp_path / "merged" / "Sp.h5ad").exists()

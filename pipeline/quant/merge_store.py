@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from ..files import atomic_write_json, atomic_write_text, read_json, staged_file
-from . import merge
+from . import columnar, merge
 from .merge import MEASURES
 
 logger = logging.getLogger(__name__)
@@ -69,11 +69,11 @@ def run_key(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _load(store: Path) -> tuple[list[Segment], Optional[list[bytes]], dict, int]:
-    """Segments, target ids, the tables' recorded stats and the next segment number; an empty
-    store when there is none."""
+def _load(store: Path) -> tuple[list[Segment], Optional[list[bytes]], dict]:
+    """Segments, target ids and the manifest (the tables' recorded stats, the next segment
+    number, the columnar copy's record); an empty store when there is none."""
     if not (store / MANIFEST).is_file():
-        return [], None, {}, 0
+        return [], None, {"next": 0}
     try:
         m = read_json(store / MANIFEST)
         if m.get("format") != FORMAT:
@@ -88,14 +88,14 @@ def _load(store: Path) -> tuple[list[Segment], Optional[list[bytes]], dict, int]
         lost = [f"{s.name}.{x}" for s in segments for x in MEASURES if not (store / f"{s.name}.{x}").is_file()]
         if lost:
             raise StoreDamaged(f"{len(lost)} segment file(s) missing, such as {lost[0]}")
-        return segments, targets, m.get("tables", {}), int(m["next"])
+        return segments, targets, m
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise StoreDamaged(f"{store}: {e}") from None
 
 
-def _save(store: Path, segments: list[Segment], n_rows: int, tables: dict, next_number: int) -> None:
+def _save(store: Path, segments: list[Segment], n_rows: int, next_number: int, tables: dict, h5ad=None) -> None:
     runs = [[list(r) for r in s.runs] for s in segments]
-    manifest = {"format": FORMAT, "rows": n_rows, "next": next_number, "tables": tables}
+    manifest = {"format": FORMAT, "rows": n_rows, "next": next_number, "tables": tables, "h5ad": h5ad}
     atomic_write_json(
         store / MANIFEST, manifest | {"segments": [{"name": s.name, "runs": r} for s, r in zip(segments, runs)]}
     )
@@ -223,25 +223,28 @@ def merge_incremental(
     qc_extra: dict | None = None,
     block: int = merge.BLOCK,
     read: Callable = merge.read_abundance_bytes,
+    h5ad_copy: bool = True,
 ) -> dict:
     """:func:`pipeline.quant.merge.merge_species` (same arguments, same files, same bytes), keeping
     the parsed columns in ``store_dir`` and reusing those of runs whose ``abundance.tsv`` is as it
-    was. ``read`` parses one ``abundance.tsv``. Returns the runs, files, and what was read and kept."""
+    was. ``read`` parses one ``abundance.tsv``. ``h5ad_copy``: also write (or keep) the columnar
+    copy (:mod:`pipeline.quant.columnar`). Returns the runs, files, and what was read and kept."""
     quant_dir, merged_dir, store = Path(quant_dir), Path(merged_dir), Path(store_dir)
     try:
-        return _merge(species, quant_dir, runs, merged_dir, store, qc_extra, block, read)
+        return _merge(species, quant_dir, runs, merged_dir, store, qc_extra, block, read, h5ad_copy)
     except StoreDamaged as e:
         logger.warning("[%s] merge store set aside, every run is read again: %s", species, e)
         (store / MANIFEST).unlink(missing_ok=True)
-        return _merge(species, quant_dir, runs, merged_dir, store, qc_extra, block, read)
+        return _merge(species, quant_dir, runs, merged_dir, store, qc_extra, block, read, h5ad_copy)
 
 
-def _merge(species, quant_dir: Path, runs, merged_dir: Path, store: Path, qc_extra, block, read) -> dict:
+def _merge(species, quant_dir: Path, runs, merged_dir: Path, store: Path, qc_extra, block, read, h5ad_copy) -> dict:
     merged_dir.mkdir(parents=True, exist_ok=True)
     store.mkdir(parents=True, exist_ok=True)
     present = [r for r in runs if (quant_dir / r / "abundance.tsv").is_file()]
     keys = {r: run_key(quant_dir / r / "abundance.tsv") for r in present}
-    old, targets, tables, number = _load(store)
+    old, targets, manifest = _load(store)
+    tables, number, h5ad = manifest.get("tables", {}), int(manifest["next"]), manifest.get("h5ad")
     layout = plan(present, keys, old, block)
     if not any(isinstance(item, Segment) or any(src for _, src in item) for item in layout):
         targets = None  # nothing of the store is used: the first run read gives the target ids
@@ -266,10 +269,23 @@ def _merge(species, quant_dir: Path, runs, merged_dir: Path, store: Path, qc_ext
     unchanged = made == 0 and [s.name for s in segments] == [s.name for s in old]
     unchanged = unchanged and len(tables) == len(MEASURES) and tables == _stats(dest)
     if not unchanged:
-        _save(store, segments, n_rows, {}, number)  # the tables are about to change
+        _save(store, segments, n_rows, number, {}, h5ad)  # the tables are about to change
         for m in MEASURES:
             _paste(dest[m], m, present, store, segments, n_rows)
-    _save(store, segments, n_rows, _stats(dest), number)
+    copy = columnar.path_for(species, merged_dir)
+    if h5ad_copy:
+        rows = [r for s in segments for r in s.runs]
+        fits = h5ad and copy.is_file() and list(run_key(copy)) == h5ad["stat"]
+        previous = [(str(r), int(z), int(t)) for r, z, t in h5ad["rows"]] if h5ad and fits else None
+        if previous != rows:
+            _save(store, segments, n_rows, number, _stats(dest))  # the copy is about to change
+            files = [({m: store / f"{s.name}.{m}" for m in MEASURES}, len(s.runs)) for s in segments]
+            columnar.write_h5ad(copy, rows, targets or [], files, previous)
+        h5ad = {"stat": list(run_key(copy)), "rows": [list(r) for r in rows]}
+    else:
+        copy.unlink(missing_ok=True)
+        h5ad = None
+    _save(store, segments, n_rows, number, _stats(dest), h5ad)
     keep = {f"{s.name}.{m}" for s in segments for m in MEASURES}
     for p in store.iterdir():
         if (_SEGMENT_RE.fullmatch(p.name) and p.name not in keep) or (p.name.startswith(".") and p.is_file()):
@@ -278,7 +294,7 @@ def _merge(species, quant_dir: Path, runs, merged_dir: Path, store: Path, qc_ext
     atomic_write_text(qc, merge.qc_text([merge.qc_row(quant_dir, r, qc_extra) for r in present]))
     return {
         "runs": present,
-        "files": {**{m: str(p) for m, p in dest.items()}, "qc": str(qc)},
+        "files": {**{m: str(p) for m, p in dest.items()}, "qc": str(qc), **({"h5ad": str(copy)} if h5ad_copy else {})},
         "incremental": {
             "read": parsed,
             "segments_kept": len(segments) - made,
