@@ -23,7 +23,8 @@ from .merge import MEASURES
 SUFFIX = ".h5ad"
 #: where each measure goes in the file
 DATASETS = {"est_counts": "X", "tpm": "layers/tpm", "eff_length": "layers/eff_length"}
-GZIP_LEVEL = 4
+#: deflate level 1: within 5 % of level 4's size on kallisto's values, and faster to write
+GZIP_LEVEL = 1
 
 
 def path_for(species: str, merged_dir) -> Path:

@@ -127,14 +127,22 @@ def plan(present: list[str], keys: dict[str, tuple[int, int]], segments: list[Se
         else:
             items.append([present[i]])
         i += 1
-    # a small kept segment beside new runs joins them (its text re-read, not its abundance files)
+    # A kept segment beside new runs, no wider than they are, joins them (its text is re-read,
+    # not its abundance files): repeated small additions merge like a binary counter, so a run's
+    # text is re-read a few times at most and segments stay few.
     for n, item in enumerate(items):
-        if isinstance(item, list):
-            for nb in (n - 1, n + 1):
-                other = items[nb] if 0 <= nb < len(items) else None
-                if isinstance(other, Segment) and len(other.runs) + len(item) <= block:
-                    item[len(item) if nb > n else 0 : len(item) if nb > n else 0] = other.run_names
-                    items[nb] = []
+        if not isinstance(item, list) or not item:
+            continue
+        nb = n - 1
+        while nb >= 0 and (isinstance(items[nb], list) or _joins(items[nb], item, block)):
+            prior = items[nb]
+            item[:0] = prior if isinstance(prior, list) else prior.run_names
+            items[nb] = []
+            nb -= 1
+        after = items[n + 1] if n + 1 < len(items) else None
+        if isinstance(after, Segment) and _joins(after, item, block):
+            item.extend(after.run_names)
+            items[n + 1] = []
     out: list[Union[Segment, list[tuple[str, Source]]]] = []
     loose: list[tuple[str, Source]] = []
     ends: list[Union[Segment, list[str], None]] = [*items, None]
@@ -147,6 +155,10 @@ def plan(present: list[str], keys: dict[str, tuple[int, int]], segments: list[Se
         if isinstance(entry, Segment):
             out.append(entry)
     return out
+
+
+def _joins(seg, loose: list[str], block: int) -> bool:
+    return isinstance(seg, Segment) and len(seg.runs) <= len(loose) and len(seg.runs) + len(loose) <= block
 
 
 def _make_segment(
