@@ -42,7 +42,7 @@ def _frame(h5, name: str, index: str, values: list[bytes]) -> None:
     group = h5.create_group(name)
     _attrs(group, "dataframe", "0.2.0", _index=index)
     group.attrs["column-order"] = np.array([], dtype=np.float64)
-    data = group.create_dataset(index, data=values, dtype=h5py.string_dtype("utf-8"))
+    data = group.create_dataset(index, data=values, dtype=h5py.string_dtype("utf-8"), track_times=False)
     _attrs(data, "string-array", "0.2.0")
 
 
@@ -78,7 +78,9 @@ def write_h5ad(
             _attrs(h5.create_group(name), "dict", "0.1.0")
         _frame(h5, "obs", "run", [r.encode("utf-8") for r, _, _ in rows])
         _frame(h5, "var", "target_id", targets)
-        sets = {m: h5.create_dataset(DATASETS[m], (n_runs, n_tx), dtype="f8", **layout) for m in MEASURES}
+        sets = {
+            m: h5.create_dataset(DATASETS[m], (n_runs, n_tx), dtype="f8", track_times=False, **layout) for m in MEASURES
+        }
         for d in sets.values():
             _attrs(d, "array", "0.2.0")
         if not chunked:
@@ -99,8 +101,11 @@ def write_h5ad(
                             sets[m].id.write_direct_chunk((i + c, 0), chunk, mask)
                     if fresh:
                         values = parse_columns(files[m], fresh)
-                        for k, c in enumerate(fresh):
-                            sets[m][i + c] = values[:, k]
+                        if len(fresh) == width:  # the whole segment: one write
+                            sets[m][i : i + width] = values.T
+                        else:
+                            for k, c in enumerate(fresh):
+                                sets[m][i + c] = values[:, k]
                         del values
                 i += width
         finally:
