@@ -90,15 +90,17 @@ def write_h5ad(
             reusable = old is not None and all(
                 old[DATASETS[m]].chunks == (1, n_tx) and old[DATASETS[m]].compression == "gzip" for m in MEASURES
             )
+            olds = {m: old[DATASETS[m]].id for m in MEASURES} if old is not None and reusable else {}
             i = 0
             for files, width in segment_files:
                 here = rows[i : i + width]
-                fresh = [c for c, key in enumerate(here) if not (reusable and key in old_row)]
+                fresh = [c for c, key in enumerate(here) if not (olds and key in old_row)]
                 for m in MEASURES:
+                    src, dst = olds.get(m), sets[m].id
                     for c, key in enumerate(here):
-                        if c not in fresh and old is not None:
-                            mask, chunk = old[DATASETS[m]].id.read_direct_chunk((old_row[key], 0))
-                            sets[m].id.write_direct_chunk((i + c, 0), chunk, mask)
+                        if c not in fresh and src is not None:
+                            mask, chunk = src.read_direct_chunk((old_row[key], 0))
+                            dst.write_direct_chunk((i + c, 0), chunk, mask)
                     if fresh:
                         values = parse_columns(files[m], fresh)
                         if len(fresh) == width:  # the whole segment: one write

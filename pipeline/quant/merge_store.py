@@ -27,6 +27,7 @@ starts again from the ``abundance.tsv`` files.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from contextlib import ExitStack
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from ..files import atomic_write_json, atomic_write_text, read_json, staged_file
+from ..files import atomic_write_text, read_json, staged_file
 from . import columnar, merge
 from .merge import MEASURES
 
@@ -96,9 +97,8 @@ def _load(store: Path) -> tuple[list[Segment], Optional[list[bytes]], dict]:
 def _save(store: Path, segments: list[Segment], n_rows: int, next_number: int, tables: dict, h5ad=None) -> None:
     runs = [[list(r) for r in s.runs] for s in segments]
     manifest = {"format": FORMAT, "rows": n_rows, "next": next_number, "tables": tables, "h5ad": h5ad}
-    atomic_write_json(
-        store / MANIFEST, manifest | {"segments": [{"name": s.name, "runs": r} for s, r in zip(segments, runs)]}
-    )
+    manifest |= {"segments": [{"name": s.name, "runs": r} for s, r in zip(segments, runs)]}
+    atomic_write_text(store / MANIFEST, json.dumps(manifest, separators=(",", ":")) + "\n")  # 100k runs: a few MB
 
 
 def plan(present: list[str], keys: dict[str, tuple[int, int]], segments: list[Segment], block: int):
