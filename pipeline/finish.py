@@ -11,7 +11,7 @@ from .inputs.species_config import SpeciesConfig
 from .model import ExpectedFailure, Tools, tsv_text
 from .paths import INDEX, QUANT, SpeciesPaths
 from .provenance import reference_groups, tool_groups, tool_versions
-from .quant import amalgkit_layout, genes, merge, multiqc
+from .quant import amalgkit_layout, genes, merge_store, multiqc
 from .quant.quantifier import qc_columns
 from .quant.quantify import RUN_RECORD
 
@@ -102,7 +102,7 @@ def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tool
             qc_extra[run] = {k: d.get(k, "") for k in ("layout", "source", "capped")} | qc_columns(d)
     _refuse_mixed_tools(cfg.species, records)
     _refuse_mixed_references(cfg.species, records)
-    merged = merge.merge_species(cfg.species, paths.quant, order, paths.merged, qc_extra)
+    merged = merge_store.merge_incremental(cfg.species, paths.quant, order, paths.merged, paths.merge_store, qc_extra)
     gene_figures = _gene_tables(cfg, paths)
     amalgkit = amalgkit_layout.publish_species(paths, cfg.metadata_file or paths.ena_search)
     multiqc.write_config(paths.output_dir)

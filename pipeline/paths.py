@@ -50,6 +50,8 @@ class SpeciesPaths:
     metadata = property(lambda self: self.root / "work" / "metadata")
     logs = property(lambda self: self.root / "work" / "logs")
     markers = property(lambda self: self.root / "work" / "markers")
+    #: the merged runs' columns, kept so that a later merge reads only new or changed runs
+    merge_store = property(lambda self: self.root / "work" / "merge_store")
 
     # -- markers -------------------------------------------------------------------------------
     def marker(self, name: str) -> Path:

@@ -17,7 +17,7 @@ import os
 from contextlib import ExitStack
 from itertools import repeat
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ..files import atomic_write_text, staged_file
 from . import kallisto
@@ -31,11 +31,11 @@ ROWS = 1024
 _NOT_TAB_OR_NEWLINE = bytes(sorted(set(range(256)) - {ord("\t"), ord("\n")}))
 
 
-def read_abundance(path) -> tuple[list[str], dict[str, list[str]]]:
-    """The target_id list and the MEASURES columns of a kallisto ``abundance.tsv``, as text.
+def _checked_body(path) -> tuple[list[str], bytes]:
+    """The header names and the body of a kallisto ``abundance.tsv`` whose lines all have the
+    header's field count, in UTF-8, "\r\n" read as "\n", without a BOM or trailing newlines.
 
-    Columns are found by their header names; "\r\n" line ends and a missing final newline are
-    fine. A missing column or a line whose field count differs from the header's raises ValueError
+    A missing column or a line whose field count differs from the header's raises ValueError
     naming the file.
     """
     with open(path, "rb") as fh:
@@ -61,16 +61,48 @@ def read_abundance(path) -> tuple[list[str], dict[str, list[str]]]:
                 counts = map(bytes.count, body.split(b"\n"), repeat(b"\t"))
                 n, k = next((n, k) for n, k in enumerate(counts, 2) if k != width - 1)
                 raise ValueError(f"line {n} has {k + 1} fields, its header has {width}")
-        fields = body.decode("utf-8").replace("\n", "\t").split("\t") if body else []
+            body.decode("utf-8")
     except ValueError as e:  # UnicodeDecodeError included
         raise ValueError(f"{path}: malformed abundance.tsv: {e}") from None
+    return names, body
+
+
+def read_abundance(path) -> tuple[list[str], dict[str, list[str]]]:
+    """The target_id list and the MEASURES columns of a kallisto ``abundance.tsv``, as text.
+
+    Columns are found by their header names; "\r\n" line ends and a missing final newline are
+    fine. A missing column or a line whose field count differs from the header's raises ValueError
+    naming the file.
+    """
+    names, body = _checked_body(path)
+    fields = body.decode("utf-8").replace("\n", "\t").split("\t") if body else []
     del body
+    width = len(names)
     return (fields[names.index("target_id") :: width], {m: fields[names.index(m) :: width] for m in MEASURES})
 
 
-def _pack(values: list[str]) -> list[str]:
-    """``values`` as "\n"-joined strings of ROWS values each."""
-    return ["\n".join(values[i : i + ROWS]) for i in range(0, len(values), ROWS)]
+def read_abundance_bytes(path) -> tuple[list[bytes], dict[str, list[bytes]]]:
+    """:func:`read_abundance` as UTF-8 bytes (the same checks and errors)."""
+    names, body = _checked_body(path)
+    fields = body.replace(b"\n", b"\t").split(b"\t") if body else []
+    del body
+    width = len(names)
+    return (fields[names.index("target_id") :: width], {m: fields[names.index(m) :: width] for m in MEASURES})
+
+
+def same_targets(path, ids: list, targets: Optional[list], species: str) -> list:
+    """``targets`` (``ids`` when None), after checking that the run read from ``path`` has them."""
+    if targets is not None and ids != targets:
+        raise ValueError(
+            f"{path}: target_id list differs from the other runs of {species}; "
+            "were they quantified against different indexes?"
+        )
+    return ids if targets is None else targets
+
+
+def _pack(values: list, newline: Any = "\n") -> list:
+    """``values`` (str, or bytes with ``newline`` b"\n") as "\n"-joined strings of ROWS values each."""
+    return [newline.join(values[i : i + ROWS]) for i in range(0, len(values), ROWS)]
 
 
 def _write_part(
@@ -101,7 +133,21 @@ def _paste(parts: list[Path], dest: Path) -> None:
                 out.write("\t".join([line.rstrip("\n") for line in lines]) + "\n")
 
 
-def _qc_text(rows: list[dict]) -> str:
+def qc_row(quant_dir: Path, run: str, qc_extra: dict | None) -> dict:
+    """A run's row of the QC table: kallisto's counts from its ``run_info.json``, then ``qc_extra``'s."""
+    info = kallisto.read_run_info(quant_dir / run)
+    extra = (qc_extra or {}).get(run, {})
+    return {
+        "run": run,
+        "layout": extra.get("layout", ""),
+        "n_processed": info.get("n_processed"),
+        "n_pseudoaligned": info.get("n_pseudoaligned"),
+        "p_pseudoaligned": info.get("p_pseudoaligned"),
+        **{k: v for k, v in extra.items() if k != "layout"},
+    }
+
+
+def qc_text(rows: list[dict]) -> str:
     """The QC table: QC_COLUMNS then further keys in first-seen order; ``str`` of each value, None
     or a missing key as an empty cell; quoted as pandas' to_csv would (csv.QUOTE_MINIMAL)."""
     columns = dict.fromkeys(QC_COLUMNS)
@@ -136,28 +182,11 @@ def merge_species(
             for run in chunk:
                 f = quant_dir / run / "abundance.tsv"
                 ids, cols = read_abundance(f)
-                if target_ids is None:
-                    target_ids = ids
-                elif ids != target_ids:
-                    raise ValueError(
-                        f"{f}: target_id list differs from the other runs of {species}; "
-                        "were they quantified against different indexes?"
-                    )
+                target_ids = same_targets(f, ids, target_ids, species)
                 for m in MEASURES:
                     packed[m].append(_pack(cols[m]))
                 del ids, cols
-                info = kallisto.read_run_info(quant_dir / run)
-                extra = (qc_extra or {}).get(run, {})
-                qc_rows.append(
-                    {
-                        "run": run,
-                        "layout": extra.get("layout", ""),
-                        "n_processed": info.get("n_processed"),
-                        "n_pseudoaligned": info.get("n_pseudoaligned"),
-                        "p_pseudoaligned": info.get("p_pseudoaligned"),
-                        **{k: v for k, v in extra.items() if k != "layout"},
-                    }
-                )
+                qc_rows.append(qc_row(quant_dir, run, qc_extra))
             ids = target_ids if target_ids is not None else []
             for m in MEASURES:
                 part = merged_dir / f".{species}_{m}.part{start // block:05d}"
@@ -180,6 +209,6 @@ def merge_species(
             for part in parts[m]:
                 part.unlink(missing_ok=True)
     path = merged_dir / f"{species}_qc.tsv"
-    atomic_write_text(path, _qc_text(qc_rows))
+    atomic_write_text(path, qc_text(qc_rows))
     written["qc"] = str(path)
     return {"runs": present, "files": written}
