@@ -15,7 +15,7 @@ from .paths import SpeciesPaths
 from .plan import batches
 from .progress import Status, no_status
 from .provenance import REFERENCE_KEYS
-from .quant import kallisto, kallisto_batch, quantifier
+from .quant import kallisto, quantifier
 from .quant.quantify import is_quantified
 from .runlog import RunLog
 
@@ -131,6 +131,8 @@ def _quantify_batched(cfg, paths: SpeciesPaths, batch: int, opts, tools: Tools, 
     """kallisto on the batch's runs on disk after one load of the index, each run's strandedness
     decided first (:func:`pipeline.quant.quantifier.prepare`) and its flag passed; a run the batch
     cannot take, or that fails in it, is quantified alone by ``one``."""
+    from .quant import kallisto_batch  # numpy: imported only where a batch is quantified
+
     index = paths.quant_index(cfg.quant_tool)
     prepared: dict[str, tuple] = {}
     todo: list[kallisto_batch.BatchRun] = []

@@ -69,9 +69,9 @@ def publish_shared_caps(caps: dict[str, int]) -> None:
     new = {k: v for k, v in caps.items() if _PUBLISHED.get(k) != v}
     if not new:
         return
+    _PUBLISHED.update(new)  # once, even if it fails: a scheduler away must not stall every task's scheduling
     try:
         luigi.rpc.RemoteScheduler(scheduler_url()).update_resources(**new)  # type: ignore[attr-defined]
-        _PUBLISHED.update(new)
     except Exception as e:  # the scheduler being away shows when the worker asks it for work
         logger.warning("could not tell the scheduler the connection caps %s: %s", new, e)
 
