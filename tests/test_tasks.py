@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 import luigi
+import luigi.task_register
 import pytest
 from conftest import need_tool
 from helpers import ROOT, files_under, tree_snapshot, write_species
 from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
-from pipeline.paths import BATCH_STAGES, INDEX, SPECIES, SPLIT, SpeciesPaths
+from pipeline.paths import BATCH_STAGES, CLEANUP, INDEX, SPECIES, SPLIT, SpeciesPaths
 from pipeline.tasks import BatchCleanup, BatchDownload, BatchQuant, BuildIndex, MultiSpecies, Species, SplitMetadata
 from pipeline.testing import simulate
 from pipeline.testing.fileserver import FileServer
@@ -349,3 +350,31 @@ def test_rebuild_of_finished_tree_runs_nothing(tmp_path, sim, kallisto_bin):
     assert _families(s["already_done"]) == {"MultiSpecies"}, again.summary_text
     assert "Did not run any tasks" in again.summary_text and "ran successfully" not in again.summary_text
     assert tree_snapshot(out) == before, "the second build wrote files"
+
+
+def test_species_puts_its_batches_before_the_scheduler_a_window_at_a_time(tmp_path, sim):
+    """[pipeline] batch_window: the unfinished batches a Species requires (and yields) at once."""
+    with FileServer(sim["archive"]) as server:
+        args = _planned(tmp_path, sim, server, prefetch=0)
+    paths = SpeciesPaths(args["output_dir"], NAME)
+    config = luigi.configuration.get_config()
+    config.set("pipeline", "batch_window", "3")
+    try:
+        luigi.task_register.Register.clear_instance_cache()
+        assert [d.batch for d in Species(**args).requires()["batches"]] == [0, 1, 2]
+        # batches 0 and 2 finished (a cleanup marker each): the window moves past them
+        for b in (0, 2):
+            paths.batch_marker(CLEANUP, b).write_text("{}")
+        luigi.task_register.Register.clear_instance_cache()
+        species = Species(**args)
+        assert [d.batch for d in species.requires()["batches"]] == [1, 3]
+        # a task object keeps its requirements (Luigi checks them again just before run())
+        paths.batch_marker(CLEANUP, 1).write_text("{}")
+        assert [d.batch for d in species.requires()["batches"]] == [1, 3]
+        # run() yields the index, then each window of what is still unfinished
+        steps = iter(species.run())
+        assert next(steps) == BuildIndex(**args)
+        assert next(steps) == [BatchCleanup(batch=3, **args)]
+    finally:
+        config.remove_option("pipeline", "batch_window")
+        luigi.task_register.Register.clear_instance_cache()
