@@ -65,6 +65,7 @@ bench: deps
 	$(PY) bench/segments_bench.py
 	$(PY) bench/pipeline_bench.py
 	$(PY) bench/stream_bench.py
+	$(PY) bench/scale_bench.py
 
 clean-demo:
 	rm -rf output/demo

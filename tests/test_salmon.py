@@ -175,6 +175,10 @@ def test_a_pipeline_run_with_salmon_gives_merged_tables(pipeline_out):
     assert rec["salmon_version"] == "1.10.1" and rec["salmon_args"][:2] == ["salmon", "quant"], rec
     report = (pipeline_out / "report.html").read_text()
     assert 'data-col="strand"' in report and "unstranded (salmon -l A: IU)" in report
+    # amalgkit's quant_model.tsv names the backend of each run; salmon's lengths are effective too
+    (model,) = (pipeline_out / "merge").glob("*/*_quant_model.tsv")
+    rows = list(csv.DictReader(open(model), delimiter="\t"))
+    assert [(r["run"], r["backend"], r["length_model"]) for r in rows] == [(run, "salmon", "effective") for run in RUNS]
 
 
 def test_multiqc_finds_salmon_outputs(pipeline_out, tmp_path):

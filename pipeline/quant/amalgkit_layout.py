@@ -9,7 +9,6 @@ renamed into place; ``metadata.tsv`` follows :func:`pipeline.model.tsv_text` wha
 
 from __future__ import annotations
 
-import csv
 import errno
 import fcntl
 import logging
@@ -19,7 +18,6 @@ import shutil
 import unicodedata
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
@@ -28,13 +26,13 @@ from ..heartbeat import FOLDER
 from ..inputs.formats import MISSING_VALUES
 from ..inputs.metadata import read_table
 from ..model import InputError, tsv_cell, tsv_text
-from ..paths import QUANT, SPLIT, SpeciesPaths, species_under
-from . import kallisto
-from .quantify import RUN_RECORD, is_quantified
+from ..paths import SPLIT, SpeciesPaths, species_under
+from .run_states import RunState, read_tsv, run_states  # noqa: F401  (RunState: part of this module's interface)
 
 logger = logging.getLogger(__name__)
 
-#: amalgkit's merged tables, and its quant_model.tsv for a kallisto run (``merge.collect_quant_models``)
+#: amalgkit's merged tables, and its quant_model.tsv (``merge.collect_quant_models``): salmon too
+#: gives effective lengths
 MEASURES = ("eff_length", "est_counts", "tpm")
 QUANT_MODEL_COLUMNS, KALLISTO_MODEL = ("run", "backend", "length_model"), ("kallisto", "effective")
 #: ``metadata_utils.Metadata.column_names`` as ``reorder`` puts them, then merge's ``mapping_rate``
@@ -137,6 +135,7 @@ class SpeciesTables(NamedTuple):
     scientific_name: str
     tables: Mapping[str, Any]
     rows: list[dict]
+    backends: Mapping[str, str] = {}  # run -> quant.tool, for quant_model.tsv (kallisto when absent)
 
 
 def _header(path: Path) -> Optional[list[str]]:
@@ -250,8 +249,8 @@ def _species_folder(merge_dir: Path, sp: SpeciesTables, token: str, rows: list[d
         else:
             _convert_table(src, dest, header or [], runs)
             how[m] = "converted"
-    model = ["\t".join(QUANT_MODEL_COLUMNS)] + ["\t".join([r, *KALLISTO_MODEL]) for r in runs]
-    atomic_write_text(folder / f"{token}_quant_model.tsv", "\n".join(model) + "\n")
+    model = [QUANT_MODEL_COLUMNS] + [(r, sp.backends.get(r, KALLISTO_MODEL[0]), KALLISTO_MODEL[1]) for r in runs]
+    atomic_write_text(folder / f"{token}_quant_model.tsv", "".join("\t".join(m) + "\n" for m in model))
     return {"token": token, "runs": len(runs), "tables": how}
 
 
@@ -264,54 +263,6 @@ def _remove_stale_folders(merge_dir: Path, tokens: set[str]) -> None:
             logger.info("removed %s: no species of this output directory writes it now", entry)
         else:
             logger.warning("%s is no species of this output directory, but amalgkit cstmm would read it", entry)
-
-
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    """Rows of a TSV the pipeline wrote, cells unescaped (a backslash there only starts an escape)."""
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    return [{k: _unescape(v or "") for k, v in r.items()} for r in rows]
-
-
-def _unescape(cell: str) -> str:
-    try:  # tsv_cell's escapes are Python's: \\, \t, \n, \r, \xNN, \uNNNN
-        return cell.encode("latin-1", "backslashreplace").decode("unicode_escape")
-    except UnicodeDecodeError:  # a backslash that starts no escape: not written by tsv_cell
-        return cell
-
-
-@dataclass
-class RunState:
-    status: str  # what the pipeline made of the run: quantified, failed or skipped
-    detail: str = ""
-    mapping_rate: Any = None  # kallisto's p_pseudoaligned, percent
-    layout: str = ""  # PAIRED or SINGLE, from the files
-
-
-def run_states(paths: SpeciesPaths) -> dict[str, RunState]:
-    """Each run's fate from the species' records: runs.tsv, skipped.tsv, the quant markers, quant/."""
-    states = {r.get("run", ""): RunState("skipped", r.get("reason", "")) for r in _read_tsv(paths.skipped_table)}
-    failed: dict[str, dict] = {}
-    for marker in paths.batch_markers(QUANT).values():
-        failed |= {r.get("run"): r for r in read_json(marker).get("runs", []) if r.get("status") == "failed"}
-    for row in _read_tsv(paths.runs_table):
-        run = row.get("run", "")
-        if is_quantified(paths.quant, run):
-            try:
-                rate = kallisto.read_run_info(paths.run_quant(run)).get("p_pseudoaligned")
-            except (OSError, ValueError) as e:
-                logger.warning("%s: run %s: no mapping_rate: %s", paths.species, run, e)
-                rate = None
-            record = paths.run_quant(run) / RUN_RECORD
-            layout = str(read_json(record).get("layout") or "") if record.is_file() else ""
-            states[run] = RunState("quantified", mapping_rate=rate, layout=layout or row.get("layout", ""))
-        else:
-            f = failed.get(run, {"reason": "no kallisto output"})
-            states[run] = RunState("failed", f"{f.get('stage') or 'quant'}: {f.get('reason', '')}")
-    states.pop("", None)
-    return states
 
 
 def _mapped(values: Mapping[str, str], mapping: Mapping[str, Sequence[str]]) -> dict:
@@ -383,14 +334,17 @@ def publish_species(paths: SpeciesPaths, metadata_path=None) -> dict:
         name, rows, fmt = species_rows(source, states, paths.species.replace("_", " "))
         tables = {m: str(paths.merged / f"{paths.species}_{m}.tsv") for m in MEASURES}
         entry = {"species": paths.species, "scientific_name": name, "metadata": str(source), "format": fmt}
-        atomic_write_json(paths.metadata / ENTRY_NAME, entry | {"tables": tables, "rows": rows})
+        backends = {r: s.backend for r, s in states.items() if s.status == "quantified"}
+        atomic_write_json(paths.metadata / ENTRY_NAME, entry | {"tables": tables, "rows": rows, "backends": backends})
         entries = []
         for species in species_under(paths.output_dir):
             path = SpeciesPaths(paths.output_dir, species).metadata / ENTRY_NAME
             try:
                 if path.is_file():
                     e = read_json(path)
-                    entries.append(SpeciesTables(e["species"], e["scientific_name"], e["tables"], e["rows"]))
+                    entries.append(
+                        SpeciesTables(e["species"], e["scientific_name"], e["tables"], e["rows"], e.get("backends", {}))
+                    )
             except (OSError, ValueError, KeyError, TypeError) as err:
                 logger.warning("%s: cannot read %s (%s): left out of %s", species, path, err, MERGE_DIR)
         result = write_merge_dir(paths.output_dir, entries, locked=True)
