@@ -79,10 +79,11 @@ class SpeciesTask(luigi.Task):
         with HOST_CAPS.hold(self.host_claim(), waiting=lambda m: self.status(f"{self.cfg.species}: {m}")):
             started_at, t0 = time.time(), time.monotonic()
             figures = step(self.cfg, self.paths, *args)
+            seconds, finished_at = round(time.monotonic() - t0, 3), time.time()  # before the caps are freed
         figures |= {
-            "seconds": round(time.monotonic() - t0, 3),
+            "seconds": seconds,
             "started_at": started_at,
-            "finished_at": time.time(),
+            "finished_at": finished_at,
             "host": settings.PipelineSettings().host_name(),
         }
         self.status(self.done_message(figures), 100)
@@ -361,7 +362,7 @@ def _planned_from(task: Species, table: Path) -> bool:
     split = task.paths.marker(SPLIT)
     try:
         return split.stat().st_mtime_ns >= table.stat().st_mtime_ns
-    except FileNotFoundError:
+    except OSError:  # no plan yet, or a path that cannot be (a file where a folder should be)
         return False
 
 
