@@ -46,13 +46,13 @@ def quantify_batch(
     for row in downloaded:
         d = RunDownload.from_dict(row)
         run = runs[d.run]
-        log = RunLog(paths.run_log(run.run))
         if d.status == "failed":
             results[run.run] = RunQuant(run=run.run, status="failed", stage="download", reason=d.reason)
         elif is_quantified(paths.quant, run.run):
             results[run.run] = RunQuant(run=run.run, status="ok", reason="already quantified")
         elif d.status == STREAMED:
             status(f"{cfg.species} batch {batch}: streaming {run.run} into kallisto", None)
+            log = RunLog(paths.run_log(run.run))
             setup = streaming.fetch_setup(cfg, policy or RetryPolicy(), tools)
             extra = ref | {"capped": yes_no(False)}
             results[run.run] = streaming.quantify_streamed_run(
@@ -65,7 +65,7 @@ def quantify_batch(
                 lambda r, dd, lg: _quantify_one(cfg, paths, opts, tools, ref, OnDisk(r, dd, lg)),
             )
         else:
-            on_disk.append(OnDisk(run, d, log))
+            on_disk.append(OnDisk(run, d, RunLog(paths.run_log(run.run))))
     started = iter(range(len(on_disk)))
 
     def one(job: OnDisk, prepared=None) -> RunQuant:

@@ -99,7 +99,11 @@ class SpeciesTask(luigi.Task):
         """On a local scheduler, the machine's caps as Luigi counts them; under a central one,
         the caps all machines share (:meth:`shared_claim`); the machine's own are held by
         :data:`HOST_CAPS`."""
-        return self.shared_claim() if central_scheduler() else self.host_claim()
+        if not central_scheduler():
+            return self.host_claim()
+        if not hasattr(self, "_shared"):  # Luigi reads it when the task is added and again when it ends
+            self._shared = self.shared_claim()
+        return self._shared
 
     def shared_claim(self) -> dict[str, int]:
         return {}
