@@ -76,10 +76,21 @@ def quantify_batch(
         )
         return _quantify_one(cfg, paths, opts, tools, ref, job, prepared)
 
+    if on_disk:
+        status(
+            f"{cfg.species} batch {batch}: sampling {len(on_disk)} runs' heads ({cfg.strandedness} strandedness)", None
+        )
+    prepared = quantifier.prepare_many(
+        [quantifier.RunFiles(job.run.run, job.fastqs(paths), job.log, job.extra(ref)) for job in on_disk],
+        paths.quant_index(cfg.quant_tool),
+        paths.quant,
+        opts,
+        tools,
+    )
     if cfg.quant_tool != "kallisto" or cfg.batch_mode == "per_run":
-        results |= {job.run.run: one(job) for job in on_disk}
+        results |= {job.run.run: one(job, prepared[job.run.run]) for job in on_disk}
     else:
-        results |= _quantify_batched(cfg, paths, batch, opts, tools, ref, on_disk, one, status)
+        results |= _quantify_batched(cfg, paths, batch, tools, on_disk, prepared, one, status)
     for res in results.values():
         run = runs[res.run]
         if not res.ok and not res.stage:
@@ -127,20 +138,16 @@ def _quantify_one(cfg, paths: SpeciesPaths, opts, tools: Tools, ref: dict, job: 
     )
 
 
-def _quantify_batched(cfg, paths: SpeciesPaths, batch: int, opts, tools: Tools, ref: dict, on_disk, one, status):
-    """kallisto on the batch's runs on disk after one load of the index, each run's strandedness
-    decided first (:func:`pipeline.quant.quantifier.prepare`) and its flag passed; a run the batch
+def _quantify_batched(cfg, paths: SpeciesPaths, batch: int, tools: Tools, on_disk, prepared: dict, one, status):
+    """kallisto on the batch's runs on disk after one load of the index, each with the strand flag
+    :func:`pipeline.quant.quantifier.prepare_many` found for it (``prepared``); a run the batch
     cannot take, or that fails in it, is quantified alone by ``one``."""
     from .quant import kallisto_batch  # numpy: imported only where a batch is quantified
 
     index = paths.quant_index(cfg.quant_tool)
-    prepared: dict[str, tuple] = {}
     todo: list[kallisto_batch.BatchRun] = []
     for job in on_disk:
-        call, record = quantifier.prepare(
-            job.run.run, job.fastqs(paths), index, paths.quant, opts, tools, job.log, job.extra(ref)
-        )
-        prepared[job.run.run] = (call, record)
+        call, record = prepared[job.run.run]
         flag = kallisto.STRAND_FLAGS.get(call.strandedness)
         todo.append(
             kallisto_batch.BatchRun(

@@ -133,7 +133,7 @@ def test_the_species_yaml_names_a_wrong_tool_or_strandedness(tmp_path):
     assert "key 'quant.tool' must be one of kallisto, salmon, got 'salmn'" in str(e.value)
     assert "key 'quant.strandedness' must be one of auto, unstranded, fr, rf, got 'FR'" in str(e.value)
     good = load_species_config(write_species(tmp_path, "Sp", fa, tmp_path / "m.tsv"))
-    assert (good.quant_tool, good.strandedness, good.strand_sample) == ("kallisto", "auto", 200_000)
+    assert (good.quant_tool, good.strandedness, good.strand_sample) == ("kallisto", "auto", 20_000)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -142,3 +143,73 @@ def test_a_sample_of_a_truncated_head_fails_the_run(sim, tmp_path):
     assert not (tmp_path / "q" / "DRR000300").exists()
     log = (tmp_path / "q" / "run.log").read_text()
     assert "strand: the head of the files cannot be sampled" in log and "kallisto log:" in log, log
+
+
+def _alone_counts(sim_index, sample, work: Path) -> tuple:
+    call = strand.detect("R", sample, sim_index, work, threads=1, fragment_length=200, fragment_sd=20,
+                         log=RunLog(work / "log"))  # fmt: skip
+    return call.hits, call.fr, call.rf, call.strandedness
+
+
+def test_paired_samples_mapped_together_count_as_each_alone(sim, tmp_path):
+    """kallisto pseudo --bus -b over the samples of a batch (one load per orientation) gives each
+    run the counts kallisto quant gives it alone: the same hits, shares and call, HOXC included."""
+    runs = {f"R{i}": sim["runs"][(s, "PAIRED")] for i, s in enumerate(simulate.STRANDS)}
+    samples = {r: sample_head(f, 1000, tmp_path / "s" / r) for r, f in runs.items()}
+    logs = {r: RunLog(tmp_path / f"{r}.log") for r in runs}
+    together = strand.detect_paired(samples, sim["index"], tmp_path / "t", threads=1, logs=logs)
+    assert together is not None
+    for i, (r, sample) in enumerate(samples.items()):
+        got = together[r]
+        assert (got.hits, got.fr, got.rf, got.strandedness) == _alone_counts(sim["index"], sample, tmp_path / r)
+        assert got.strandedness == simulate.STRANDS[i] and got.how == "detected"
+        assert f"strand: {r}: of {got.hits} reads" in logs[r].path.read_text()
+
+
+def test_hoxc_sample_mapped_together_counts_as_alone(tmp_path):
+    need_tool("kallisto")
+    reads = [need_shared("reads", f"HOXC_{m}.fastq.gz") for m in (1, 2)]
+    index = tmp_path / "hoxc.idx"
+    kq.build_index(need_shared("reference", "hoxc_ensembl_transcripts.fasta.gz"), index, tmp_path / "i.log")
+    sample = sample_head(reads, 10_000, tmp_path / "s")
+    got = strand.detect_paired({"H": sample}, index, tmp_path / "t", threads=1, logs={"H": RunLog(tmp_path / "l")})
+    assert got is not None
+    assert (got["H"].hits, got["H"].fr, got["H"].rf, got["H"].strandedness) == _alone_counts(
+        index, sample, tmp_path / "alone"
+    )
+    assert got["H"].strandedness == "unstranded"
+
+
+def test_a_batch_is_prepared_with_three_kallisto_calls(sim, tmp_path):
+    """prepare_many: the paired runs together (3 calls for the batch), a single-end run alone (3
+    more), an unreadable run undecided; every call right, and the samples' folder removed."""
+    jobs = [
+        quantifier.RunFiles(f"DRR00030{i}", sim["runs"][(s, lay)], RunLog(tmp_path / f"{i}.log"), {"x": i})
+        for i, (s, lay) in enumerate([("fr", "PAIRED"), ("rf", "PAIRED"), ("unstranded", "PAIRED"), ("rf", "SINGLE")])
+    ]
+    broken = tmp_path / "broken.fastq.gz"
+    broken.write_bytes(gzip.compress(b"not fastq\n" * 10))
+    jobs.append(quantifier.RunFiles("DRR000309", [broken], RunLog(tmp_path / "b.log")))
+    q = tmp_path / "q"
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "kallisto"  # the real kallisto, each call noted
+    wrapper.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {shutil.which("kallisto")} "$@"\n')
+    wrapper.chmod(0o755)
+    out = quantifier.prepare_many(jobs, sim["index"], q, _opts(), Tools(kallisto=str(wrapper)))
+    assert calls.read_text().split() == ["pseudo"] * 3 + ["quant"] * 3  # the batch's paired runs, then the single
+    assert [out[j.run][0].strandedness for j in jobs] == ["fr", "rf", "unstranded", "rf", "unstranded"]
+    assert [out[j.run][0].how for j in jobs] == ["detected"] * 4 + ["undecided"]
+    assert out["DRR000301"][1]["x"] == 1 and out["DRR000301"][1]["strand_how"] == "detected"
+    assert "cannot be sampled" in (tmp_path / "b.log").read_text()
+    assert not q.exists() or not list(q.iterdir()), "the samples' folder was left behind"
+
+
+def test_a_failing_batch_of_samples_falls_back_to_each_alone(sim, tmp_path):
+    """kallisto failing on the batch file (here: an index it cannot read for pseudo, a file that is
+    no index) gives None, and prepare_many then maps each sample alone, saying so per run."""
+    sample = sample_head(sim["runs"][("fr", "PAIRED")], 1000, tmp_path / "s")
+    bad = tmp_path / "bad.idx"
+    bad.write_bytes(b"no index")
+    assert (
+        strand.detect_paired({"R": sample}, bad, tmp_path / "t", threads=1, logs={"R": RunLog(tmp_path / "l")}) is None
+    )

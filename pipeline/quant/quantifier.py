@@ -11,9 +11,11 @@ tool's index, once per species.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+from ..files import remove_path
 from ..model import RunQuant, Tools, yes_no
 from ..reads.fastq import FastqError
 from ..reads.sample import ReadSample, sample_head
@@ -25,7 +27,7 @@ TOOLS = ("kallisto", "salmon")
 #: What a run records of its quantification, in the merged QC table's order.
 QC_KEYS = ("quant_tool", "strandedness", "strand_how", "strand_fr", "strand_rf", "library_type", "lite_qualities")
 #: ``quant.strand_sample``'s default: spots read from the head of each run
-STRAND_SAMPLE = 200_000
+STRAND_SAMPLE = 20_000
 
 
 @dataclass
@@ -47,42 +49,98 @@ def build_index(tool: str, fasta, index, log_path, tools: Tools, threads: int = 
     return kallisto_quant.build_index(fasta, index, log_path, exe=tools.kallisto)
 
 
+@dataclass
+class RunFiles:
+    """A run to prepare: its files, its log and its record so far."""
+
+    run: str
+    fastqs: list
+    log: RunLog
+    extra: Optional[dict] = None
+
+
 def prepare(
     run: str, fastqs: list, index, quant_dir, opts: QuantOptions, tools: Tools, log: RunLog, extra: Optional[dict]
 ) -> tuple[strand.StrandCall, dict]:
-    """The run's strandedness (configured, found from a sample of its head with kallisto, or left
-    to salmon's ``-l A``) and its record so far (``extra``, the tool, the SRA Lite flag). A head of
-    the files that cannot be sampled decides nothing (``undecided``, no lite flag): the
-    quantification's own checks then fail the run, with the tool's log kept."""
-    sample: Optional[ReadSample] = None
-    if opts.strandedness != "auto":
-        call = strand.StrandCall(opts.strandedness, "configured")
-    elif opts.tool == "salmon":
-        call = strand.StrandCall("auto", "salmon -l A")
-    else:  # found from the sample below, unless it cannot be read
-        call = strand.StrandCall("unstranded", "undecided")
+    """:func:`prepare_many` for one run."""
+    return prepare_many([RunFiles(run, fastqs, log, extra)], index, quant_dir, opts, tools)[run]
+
+
+def prepare_many(
+    jobs: Sequence[RunFiles], index, quant_dir, opts: QuantOptions, tools: Tools
+) -> dict[str, tuple[strand.StrandCall, dict]]:
+    """Each run's strandedness (configured, found from a sample of its head with kallisto, or left
+    to salmon's ``-l A``) and its record so far (``extra``, the tool, the SRA Lite flag).
+
+    With kallisto and ``auto``, the samples of all ``jobs`` are written to one temporary folder
+    (``quant/.FIRST_RUN.strand.tmp``, removed after) and the paired ones mapped together
+    (:func:`~pipeline.quant.strand.detect_paired`: three loads of the index for the lot); a
+    single-end sample, or all of them when that fails, is mapped alone. A head of the files that
+    cannot be sampled decides nothing (``undecided``, no lite flag): the quantification's own
+    checks then fail the run, with the tool's log kept."""
+    if not jobs:
+        return {}
+    detecting = opts.tool == "kallisto" and opts.strandedness == "auto"
+    work = strand.sample_dir(quant_dir, jobs[0].run)
+    samples: dict[str, ReadSample] = {}
+    calls: dict[str, strand.StrandCall] = {}
+    remove_path(work)
     try:
-        if opts.tool == "kallisto" and opts.strandedness == "auto":
-            call, sample = strand.sample_and_detect(
+        for i, job in enumerate(jobs):
+            try:
+                samples[job.run] = sample_head(job.fastqs, opts.strand_sample, work / str(i) if detecting else None)
+            except FastqError as e:  # the quantification's own checks give the run's verdict
+                job.log.write(f"strand: the head of the files cannot be sampled ({e}); the quantification will tell")
+        if detecting:
+            calls = _detect(jobs, samples, index, work, opts, tools)
+    finally:
+        remove_path(work)
+    out = {}
+    for job in jobs:
+        if opts.strandedness != "auto":
+            call = strand.StrandCall(opts.strandedness, "configured")
+        elif opts.tool == "salmon":
+            call = strand.StrandCall("auto", "salmon -l A")
+        else:
+            call = calls.get(job.run) or strand.StrandCall("unstranded", "undecided")
+        sample = samples.get(job.run)
+        if sample is not None and sample.one_quality:
+            job.log.write(
+                f"qualities: every base of the first {sample.spots} spots has quality {sample.quality!r} (SRA Lite?)"
+            )
+        lite = "" if sample is None else yes_no(sample.one_quality)
+        out[job.run] = call, (job.extra or {}) | {"quant_tool": opts.tool, "lite_qualities": lite} | call.record()
+    return out
+
+
+def _detect(jobs, samples: dict[str, ReadSample], index, work, opts: QuantOptions, tools: Tools) -> dict:
+    """The strand calls of the sampled runs: the paired ones together, the rest (or all, when
+    mapping them together fails) one by one."""
+    t0 = time.monotonic()
+    logs = {job.run: job.log for job in jobs}
+    paired = {run: s for run, s in samples.items() if len(s.files) == 2 and s.spots > 0}
+    calls = (
+        strand.detect_paired(paired, index, work / "together", threads=opts.threads, logs=logs, exe=tools.kallisto)
+        if paired
+        else None
+    ) or {}
+    share = (time.monotonic() - t0) / max(1, len(samples))
+    for i, (run, sample) in enumerate(samples.items()):
+        if run not in calls:
+            calls[run] = strand.detect(
                 run,
-                fastqs,
+                sample,
                 index,
-                quant_dir,
-                sample_spots=opts.strand_sample,
+                work / f"alone-{i}",
                 threads=opts.threads,
                 fragment_length=opts.fragment_length,
                 fragment_sd=opts.fragment_sd,
-                log=log,
+                log=logs[run],
                 exe=tools.kallisto,
             )
-        else:
-            sample = sample_head(fastqs, opts.strand_sample)  # read only: the qualities
-    except FastqError as e:  # the quantification's own checks give the run's verdict
-        log.write(f"strand: the head of the files cannot be sampled ({e}); the quantification will tell")
-    if sample is not None and sample.one_quality:
-        log.write(f"qualities: every base of the first {sample.spots} spots has quality {sample.quality!r} (SRA Lite?)")
-    lite = "" if sample is None else yes_no(sample.one_quality)
-    return call, (extra or {}) | {"quant_tool": opts.tool, "lite_qualities": lite} | call.record()
+        elif calls[run].seconds is not None:
+            calls[run].seconds = round(share, 3)
+    return calls
 
 
 def quantify(
