@@ -9,6 +9,13 @@ One simulated paired run (100 bp, rf-stranded) of ``--reads`` pairs is quantifie
 kallisto three times), kallisto with ``rf`` configured (no sample quant), and salmon ``-l A``.
 Prints the median seconds of each, the sample's own seconds (the run record's
 ``strand_seconds``) and the ratios. Real kallisto and salmon, one thread each.
+
+Then the decision alone for a batch of ``--batch`` runs (the same files under as many names), three
+ways: :func:`pipeline.quant.quantifier.prepare_many` on the batch (the paired samples mapped
+together: three ``kallisto pseudo`` calls for the batch), ``prepare`` run by run (three calls per
+run), and the samples each through three ``kallisto quant`` runs (:func:`pipeline.quant.strand.detect`,
+what every run paid before the batch was mapped together). Seconds per run, against the run's
+quantification with ``rf`` configured.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from pipeline.model import Tools  # noqa: E402
-from pipeline.quant import quantifier  # noqa: E402
+from pipeline.quant import quantifier, strand  # noqa: E402
+from pipeline.reads.sample import sample_head  # noqa: E402
 from pipeline.runlog import RunLog  # noqa: E402
 from pipeline.testing import simulate  # noqa: E402
 
@@ -39,6 +47,7 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=quantifier.STRAND_SAMPLE)
     ap.add_argument("--transcripts", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8, help="runs of the batch whose decision is timed")
     ap.add_argument("--out", default=str(REPO / "bench" / "out"))
     a = ap.parse_args()
     out = Path(a.out) / "strand_bench.work"
@@ -90,8 +99,44 @@ def main() -> int:
         print(f"{k:<16}{v:>10.2f}{v / med['kallisto rf']:>15.2f}  {found[k]}")
     s = statistics.median(sample_s)
     print(f"{'strand sample':<16}{s:>10.2f}{s / med['kallisto rf']:>15.2f}  (within kallisto auto)")
+    batch_seconds = _batch(files, indexes["kallisto"], out, a)
+    print(f"deciding for a batch of {a.batch} runs, seconds per run (medians of {a.repeats}):")
+    for k, v in batch_seconds.items():
+        print(f"{k:<44}{v:>8.2f}{v / med['kallisto rf']:>8.3f} of a run's quant")
     shutil.rmtree(out / "quant", ignore_errors=True)
     return 0
+
+
+def _batch(files, index, out: Path, a) -> dict[str, float]:
+    """Seconds per run of the three ways of deciding for a batch (see the module)."""
+    opts = quantifier.QuantOptions(strand_sample=a.sample)
+    runs = [f"DRR9{i:05d}" for i in range(a.batch)]
+    times: dict[str, list[float]] = {
+        "together (prepare_many)": [],
+        "run by run (prepare)": [],
+        "kallisto quant x3 a run": [],
+    }
+    for _ in range(a.repeats):
+        qdir = out / "quant"
+        shutil.rmtree(qdir, ignore_errors=True)
+        log = RunLog(out / "batch.log")
+        t = time.monotonic()
+        got = quantifier.prepare_many([quantifier.RunFiles(r, files, log) for r in runs], index, qdir, opts, Tools())
+        times["together (prepare_many)"].append((time.monotonic() - t) / a.batch)
+        assert {c.strandedness for c, _ in got.values()} == {"rf"}, got
+        t = time.monotonic()
+        for r in runs:
+            assert quantifier.prepare(r, files, index, qdir, opts, Tools(), log, None)[0].strandedness == "rf"
+        times["run by run (prepare)"].append((time.monotonic() - t) / a.batch)
+        t = time.monotonic()
+        for r in runs:
+            work = strand.sample_dir(qdir, r)
+            sample = sample_head(files, a.sample, work / "s")
+            call = strand.detect(r, sample, index, work, threads=1, fragment_length=200, fragment_sd=20, log=log)
+            assert call.strandedness == "rf", call
+            shutil.rmtree(work)
+        times["kallisto quant x3 a run"].append((time.monotonic() - t) / a.batch)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 if __name__ == "__main__":

@@ -180,8 +180,8 @@ def test_hoxc_sample_mapped_together_counts_as_alone(tmp_path):
     assert got["H"].strandedness == "unstranded"
 
 
-def test_a_batch_is_prepared_with_three_kallisto_calls(sim, tmp_path):
-    """prepare_many: the paired runs together (3 calls for the batch), a single-end run alone (3
+def test_a_batch_is_prepared_with_two_kallisto_calls(sim, tmp_path):
+    """prepare_many: the paired runs together (2 calls for the batch), a single-end run alone (3
     more), an unreadable run undecided; every call right, and the samples' folder removed."""
     jobs = [
         quantifier.RunFiles(f"DRR00030{i}", sim["runs"][(s, lay)], RunLog(tmp_path / f"{i}.log"), {"x": i})
@@ -196,7 +196,7 @@ def test_a_batch_is_prepared_with_three_kallisto_calls(sim, tmp_path):
     wrapper.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {shutil.which("kallisto")} "$@"\n')
     wrapper.chmod(0o755)
     out = quantifier.prepare_many(jobs, sim["index"], q, _opts(), Tools(kallisto=str(wrapper)))
-    assert calls.read_text().split() == ["pseudo"] * 3 + ["quant"] * 3  # the batch's paired runs, then the single
+    assert calls.read_text().split() == ["pseudo"] * 2 + ["quant"] * 3  # the batch's paired runs, then the single
     assert [out[j.run][0].strandedness for j in jobs] == ["fr", "rf", "unstranded", "rf", "unstranded"]
     assert [out[j.run][0].how for j in jobs] == ["detected"] * 4 + ["undecided"]
     assert out["DRR000301"][1]["x"] == 1 and out["DRR000301"][1]["strand_how"] == "detected"

@@ -1,8 +1,9 @@
 """The species' quantifier (``quant.tool``) and a run's strandedness (``quant.strandedness``).
 
-One call per run, :func:`quantify`: it reads the head of the run's files once (a sample of
-``quant.strand_sample`` spots), flags SRA Lite qualities from it, finds the strandedness with
-kallisto when ``auto`` (:mod:`pipeline.quant.strand`), and quantifies the run with kallisto
+:func:`prepare_many` reads the head of each run's files once (a sample of ``quant.strand_sample``
+spots), flags SRA Lite qualities from it and finds the strandedness with kallisto when ``auto``
+(:mod:`pipeline.quant.strand`), for a whole batch at once; :func:`quantify` then quantifies a run
+with kallisto
 (:mod:`pipeline.quant.quantify`) or salmon (:mod:`pipeline.quant.salmon_quant`, whose ``-l A``
 finds the library type itself). What was found goes into the run's ``pipeline_run.json`` under
 :data:`QC_KEYS`, the columns the merged QC table takes from it. :func:`build_index` builds the
@@ -26,7 +27,9 @@ from . import salmon_quant, strand
 TOOLS = ("kallisto", "salmon")
 #: What a run records of its quantification, in the merged QC table's order.
 QC_KEYS = ("quant_tool", "strandedness", "strand_how", "strand_fr", "strand_rf", "library_type", "lite_qualities")
-#: ``quant.strand_sample``'s default: spots read from the head of each run
+#: ``quant.strand_sample``'s default: spots read from the head of each run. Enough: a share of
+#: n hits has a binomial standard error of at most 0.5 / sqrt(n), 0.004 at 20,000 hits and 0.016
+#: when only 5 % of the sample pseudoaligns, against decision margins of 0.1 (README).
 STRAND_SAMPLE = 20_000
 
 

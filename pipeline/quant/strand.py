@@ -1,7 +1,11 @@
 """A run's strandedness, found from a sample of its reads (``quant.strandedness: auto``).
 
 The first ``quant.strand_sample`` spots (:func:`pipeline.reads.sample.sample_head`) are
-pseudoaligned three times with kallisto: unstranded, ``--fr-stranded`` and ``--rf-stranded``.
+pseudoaligned three times with kallisto: unstranded, ``--fr-stranded`` and ``--rf-stranded``. The
+paired samples of a batch are mapped together (:func:`detect_paired`: two ``kallisto pseudo --bus
+-b`` calls for the batch, the second with the mates swapped for ``rf``, whose per-run counts equal
+``kallisto quant``'s ``n_pseudoaligned``); a single-end sample goes alone through ``kallisto
+quant`` (:func:`detect`).
 Of the reads that pseudoalign unstranded, a stranded library keeps almost all in one orientation
 and almost none in the other; an unstranded one keeps about half in each. :func:`decide` reads
 the two shares (``fr`` = n_pseudoaligned with ``--fr-stranded`` / unstranded, ``rf`` likewise)
@@ -139,49 +143,56 @@ def detect_paired(
     logs: dict[str, RunLog],
     exe: str = "kallisto",
 ) -> Optional[dict[str, StrandCall]]:
-    """The calls for several paired samples at once: ``kallisto pseudo --bus -b`` once per
-    orientation (three loads of the index for the lot, no EM), each run's hits the counts of its
-    barcode in ``output.bus``. Equal to :func:`detect`'s counts (``kallisto quant``'s
-    ``n_pseudoaligned``: the same read processing and strand filter; measured on simulated and HOXC
-    samples in ``tests/test_strand.py``). None when kallisto fails or does not process every
-    spot of the samples: :func:`detect` then takes each run alone."""
+    """The calls for several paired samples at once, with two ``kallisto pseudo --bus -b`` (one
+    load of the index each, no EM); each run's hits are the counts of its barcodes in
+    ``output.bus``:
+
+    - unstranded, one line per sample;
+    - ``--fr-stranded``, each sample twice: as it is (its ``fr`` hits) and with its mates swapped.
+      kallisto's strand filter wants mate 1 on the transcript's strand and mate 2 on the other
+      for ``fr``, the reverse for ``rf``, and intersects both mates' classes either way, so the
+      swapped pair passes ``fr`` exactly when the pair passes ``rf``: its ``rf`` hits.
+
+    The counts equal :func:`detect`'s (``kallisto quant``'s ``n_pseudoaligned`` in each mode;
+    tested on simulated fr, rf and unstranded samples and on HOXC). None when kallisto fails or
+    does not process every spot: :func:`detect` then takes each run alone."""
     t0 = time.monotonic()
     runs = list(samples)
+    n = len(runs)
     work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / "samples.txt").write_text(  # names relative to work_dir: no blank in a path kallisto splits on
-        "".join(
-            "\t".join([str(i), *(kallisto.relative_to(f, work_dir) for f in samples[run].files)]) + "\n"
-            for i, run in enumerate(runs)
-        )
-    )
+    mates = [[kallisto.relative_to(f, work_dir) for f in samples[run].files] for run in runs]
+    lines = {  # names relative to work_dir: no blank in a path kallisto splits on
+        "unstranded": [[str(i), *m] for i, m in enumerate(mates)],
+        "fr": [[str(i), *m] for i, m in enumerate(mates)] + [[str(n + i), m[1], m[0]] for i, m in enumerate(mates)],
+    }
+    spots = sum(samples[run].spots for run in runs)
     counts: dict[str, list[int]] = {}
-    for mode in ("unstranded", "fr", "rf"):
+    for mode, rows in lines.items():
         out = work_dir / mode
         out.mkdir(exist_ok=True)
+        (work_dir / f"{mode}.txt").write_text("".join("\t".join(row) + "\n" for row in rows))
         flag = kallisto.STRAND_FLAGS.get(mode)
         args = kallisto.pseudo_batch_args(
             kallisto.relative_to(index, work_dir),
             mode,
-            "samples.txt",
+            f"{mode}.txt",
             threads=threads,
             flags=(flag,) if flag else (),
             exe=exe,
         )
         rc = kallisto.run(args, out / "kallisto.log", cwd=work_dir)
-        try:
+        try:  # exit 1: nothing pseudoaligned, an answer
             info = kallisto.read_run_info(out)
-            if rc in (0, 1) and int(info.get("n_processed", -1)) == sum(samples[r].spots for r in runs):
-                counts[mode] = _pseudoaligned_per_run(out, len(runs))
+            if rc in (0, 1) and int(info.get("n_processed", -1)) == spots * len(rows) // n:
+                counts[mode] = _pseudoaligned_per_run(out, len(rows))
         except (OSError, ValueError, IndexError):
             pass
         if mode not in counts:
             return None
-    seconds = round((time.monotonic() - t0) / len(runs), 3)
+    seconds = round((time.monotonic() - t0) / n, 3)
+    hits, fr = counts["unstranded"], counts["fr"]
     return {
-        run: _call(
-            run, samples[run].spots, counts["unstranded"][i], counts["fr"][i], counts["rf"][i], seconds, logs[run]
-        )
-        for i, run in enumerate(runs)
+        run: _call(run, samples[run].spots, hits[i], fr[i], fr[n + i], seconds, logs[run]) for i, run in enumerate(runs)
     }
 
 

@@ -12,7 +12,9 @@ import gzip
 import zlib
 from contextlib import ExitStack
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Optional
 
 from .fastq import FastqError
 
@@ -29,12 +31,28 @@ def _open_read(path):
     return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
 
 
-def _next_spot(ins, fastqs) -> list[list[bytes]]:
-    """The next record of each mate (empty lines at the end); FastqError for a broken stream."""
+def _head_lines(fh, path, n: int) -> list[bytes]:
+    """The first ``4 n`` lines of ``fh`` (fewer at its end); FastqError for a broken stream."""
     try:
-        return [[fh.readline() for _ in range(4)] for fh in ins]
+        return list(islice(fh, 4 * n))
     except (EOFError, OSError, zlib.error) as e:
-        raise FastqError(f"unreadable or truncated FASTQ in {', '.join(map(str, fastqs))}: {e}") from None
+        raise FastqError(f"unreadable or truncated FASTQ in {path}: {e}") from None
+
+
+def _first_bad_record(lines: list[bytes]) -> Optional[int]:
+    """The 0-based index of the first record of ``lines`` that is not FASTQ, or None."""
+    if all(h.startswith(b"@") for h in lines[0::4]) and all(p.startswith(b"+") for p in lines[2::4]):
+        if len(lines) % 4 == 0 and all(q.rstrip(b"\r\n") for q in lines[3::4]):
+            return None
+    for k in range(0, len(lines), 4):
+        rec = lines[k : k + 4]
+        if len(rec) < 4 or not rec[0].startswith(b"@") or not rec[2].startswith(b"+") or not rec[3].rstrip(b"\r\n"):
+            return k // 4
+    return None
+
+
+#: spots read per mate in one go (bounds the memory a large ``quant.strand_sample`` takes)
+CHUNK = 8192
 
 
 def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
@@ -42,34 +60,35 @@ def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
     (without ``dest_dir``, only read them: their qualities are all this is asked for).
 
     FastqError, naming the file, for a record that is not FASTQ, mates that end at different
-    spots within the sample, or a gzip stream that breaks off before ``n`` spots were read."""
+    spots within the sample, or a gzip stream that breaks off before ``n`` spots were read. The
+    heads are read :data:`CHUNK` spots at a time as lines (``islice``), checked record by record
+    only where the quick check over a chunk fails."""
     if n < 1:
         raise ValueError(f"a sample needs at least one spot, got {n}")
-    outs_paths = []
-    if dest_dir is not None:
+    files = [Path(dest_dir) / f"sample_{i}.fastq" for i in range(1, len(fastqs) + 1)] if dest_dir is not None else []
+    if files:
         Path(dest_dir).mkdir(parents=True, exist_ok=True)
-        outs_paths = [Path(dest_dir) / f"sample_{i}.fastq" for i in range(1, len(fastqs) + 1)]
-    spots, first, mixed = 0, -1, False
+    spots, first, mixed = 0, b"", False
     with ExitStack() as stack:
         ins = [stack.enter_context(_open_read(p)) for p in fastqs]
-        outs = [stack.enter_context(open(p, "wb")) for p in outs_paths]
+        outs = [stack.enter_context(open(p, "wb")) for p in files]
         while spots < n:
-            records = _next_spot(ins, fastqs)
-            ends = [not r[0] for r in records]
-            if all(ends):
+            heads = [_head_lines(fh, path, min(CHUNK, n - spots)) for fh, path in zip(ins, fastqs)]
+            got = min(len(h) for h in heads) // 4
+            for lines, path in zip(heads, fastqs):
+                bad = _first_bad_record(lines[: 4 * got + 4])
+                if bad is not None and bad <= got:
+                    raise FastqError(f"{path}: not a FASTQ record at spot {spots + bad + 1}")
+            if len({len(h) for h in heads}) > 1:
+                raise FastqError(f"mates differ in read count after {spots + got} spots: {', '.join(map(str, fastqs))}")
+            for out, lines in zip(outs, heads):
+                out.writelines(lines)
+            if not mixed:
+                quals = b"".join(q.rstrip(b"\r\n") for lines in heads for q in lines[3::4])
+                first = first or quals[:1]
+                mixed = bool(quals) and quals.count(first) != len(quals)
+            spots += got
+            if got < CHUNK and spots < n:
                 break
-            if any(ends):
-                raise FastqError(f"mates differ in read count after {spots} spots: {', '.join(map(str, fastqs))}")
-            for k, (rec, path) in enumerate(zip(records, fastqs)):
-                if not rec[0].startswith(b"@") or not rec[2].startswith(b"+") or not rec[3]:
-                    raise FastqError(f"{path}: not a FASTQ record at spot {spots + 1}")
-                qual = rec[3].rstrip(b"\r\n")
-                if not mixed and qual:
-                    if first < 0:
-                        first = qual[0]
-                    mixed = bool(qual.strip(bytes([first])))
-                if outs:
-                    outs[k].writelines(rec)
-            spots += 1
-    one = spots > 0 and first >= 0 and not mixed
-    return ReadSample(files=outs_paths, spots=spots, one_quality=one, quality=chr(first) if one else "")
+    one = spots > 0 and bool(first) and not mixed
+    return ReadSample(files=files, spots=spots, one_quality=one, quality=first.decode() if one else "")
