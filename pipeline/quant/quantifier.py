@@ -92,7 +92,7 @@ def prepare_many(
         for i, job in enumerate(jobs):
             try:
                 samples[job.run] = sample_head(job.fastqs, opts.strand_sample, work / str(i) if detecting else None)
-            except FastqError as e:  # the quantification's own checks give the run's verdict
+            except (FastqError, OSError) as e:  # the quantification's own checks give the run's verdict
                 job.log.write(f"strand: the head of the files cannot be sampled ({e}); the quantification will tell")
         if detecting:
             calls = _detect(jobs, samples, index, work, opts, tools)

@@ -56,7 +56,7 @@ CHUNK = 8192
 
 
 def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
-    """Copy the first ``n`` spots of ``fastqs`` (1 or 2 mates) to ``dest_dir/sample_{1,2}.fastq``
+    """Copy the first ``n`` spots of ``fastqs`` (1 or 2 mates) to ``dest_dir/sample_{1,2}.fastq.gz``
     (without ``dest_dir``, only read them: their qualities are all this is asked for).
 
     FastqError, naming the file, for a record that is not FASTQ, mates that end at different
@@ -65,13 +65,13 @@ def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
     only where the quick check over a chunk fails."""
     if n < 1:
         raise ValueError(f"a sample needs at least one spot, got {n}")
-    files = [Path(dest_dir) / f"sample_{i}.fastq" for i in range(1, len(fastqs) + 1)] if dest_dir is not None else []
+    files = [Path(dest_dir) / f"sample_{i}.fastq.gz" for i in range(1, len(fastqs) + 1)] if dest_dir is not None else []
     if files:
         Path(dest_dir).mkdir(parents=True, exist_ok=True)
     spots, first, mixed = 0, b"", False
     with ExitStack() as stack:
         ins = [stack.enter_context(_open_read(p)) for p in fastqs]
-        outs = [stack.enter_context(open(p, "wb")) for p in files]
+        outs = [stack.enter_context(gzip.open(p, "wb", compresslevel=1)) for p in files]  # a quarter of the bytes
         while spots < n:
             heads = [_head_lines(fh, path, min(CHUNK, n - spots)) for fh, path in zip(ins, fastqs)]
             got = min(len(h) for h in heads) // 4
