@@ -4,7 +4,7 @@
 it would look up at NCBI), and ``prefetch`` is never used: the pipeline fetches the ``.sra`` file
 itself, verified, then converts it in a private temp folder inside the run's folder, with its own
 ``HOME`` and settings (no cloud probe). Only the final FASTQs are renamed into place; by default
-they are gzipped (level 1) so that both routes leave the same files. ``docs/measurements.md``
+they are gzipped (:mod:`pipeline.reads.gz`, level 1) so that both routes leave the same files. ``docs/measurements.md``
 keeps what was measured of fasterq-dump 3.0.3 to choose this.
 
 fasterq-dump 3.0.3 misreads some paths: with a non-ASCII character in the output folder's path it
@@ -16,7 +16,6 @@ names its files ``RUN_1.`` instead of ``RUN_1.fastq``, and with ``%`` in the inp
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import shlex
@@ -31,11 +30,11 @@ from typing import Iterable, Iterator, Optional
 
 from ..files import temp_path
 from ..model import ExpectedFailure
+from ..reads import gz
 from ..runlog import RunLog
 from .transfer import SAFE_NAME_RE
 
 SRA_MAGIC = b"NCBI.sra"
-GZIP_LEVEL = 1  # level 3 saves 2 % more for 55 % more time (docs/measurements.md)
 NCBI_SETTINGS_TEXT = (
     "# written by rnaseq-batch-pipeline for one fasterq-dump call on a local file\n"
     '/libs/cloud/provider = "n"\n'  # no cloud-instance probe (DNS + 169.254.169.254)
@@ -228,11 +227,10 @@ def stderr_tail(stderr: str, n: int = STDERR_TAIL_LINES) -> str:
     return " | ".join(tail) if tail else "(no stderr)"
 
 
-def _gzip_file(src: Path, dst: Path, level: int = GZIP_LEVEL) -> None:
+def _gzip_file(src: Path, dst: Path) -> None:
     """``src`` to ``dst`` gzipped (no name, mtime 0: the same input gives the same bytes); deletes ``src``."""
-    with open(src, "rb") as fin, open(dst, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0) as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
+    with open(src, "rb") as fin, gz.open_write(dst) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
     src.unlink()
 
 

@@ -9,11 +9,11 @@ gzip raise CapError.
 
 from __future__ import annotations
 
-import gzip
 from contextlib import ExitStack
 from pathlib import Path
 
 from ..files import staged_path
+from . import gz
 
 
 class CapError(Exception):
@@ -22,8 +22,9 @@ class CapError(Exception):
 
 def _open(path, mode, like=None):
     """``path`` opened as gzip when it (or ``like``, the file it will replace) ends in ``.gz``."""
-    gz = str(like or path).endswith(".gz")
-    return gzip.open(path, mode, compresslevel=1) if gz else open(path, mode)
+    if not gz.is_gz(like or path):
+        return open(path, mode)
+    return gz.open_read(path) if mode == "rb" else gz.open_write(path)
 
 
 def _spots(ins, paths):
@@ -86,5 +87,5 @@ def cap_reads(paths: list, max_bp: int, over: bool = False) -> dict:
                 for t in tmps:  # nothing was dropped: the originals stay
                     t.unlink()
             return kept
-    except (OSError, EOFError) as e:
+    except gz.READ_ERRORS as e:
         raise CapError(f"cannot read {paths[0]}: {e}") from None

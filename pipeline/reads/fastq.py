@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
-import zlib
+from . import gz
 
 
 class FastqError(Exception):
@@ -12,13 +11,12 @@ class FastqError(Exception):
 
 def count_fastq_records(path) -> int:
     """Count FASTQ records, reading a gzip stream to its end: a truncated file raises FastqError."""
-    opener = gzip.open if str(path).endswith(".gz") else open
     lines = 0
     try:
-        with opener(path, "rb") as fh:
+        with gz.open_read(path) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 lines += block.count(b"\n")
-    except (EOFError, OSError, zlib.error) as e:
+    except gz.READ_ERRORS as e:
         raise FastqError(f"{path}: unreadable or truncated FASTQ: {e}") from None
     return lines // 4
 

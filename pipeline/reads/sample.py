@@ -8,14 +8,13 @@ one value, 30 for a base that passed, in its "lite" files).
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Optional
 
+from . import gz
 from .fastq import FastqError
 
 
@@ -27,15 +26,11 @@ class ReadSample:
     quality: str  # that character, or "" when they differ (or nothing was read)
 
 
-def _open_read(path):
-    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
-
-
 def _head_lines(fh, path, n: int) -> list[bytes]:
     """The first ``4 n`` lines of ``fh`` (fewer at its end); FastqError for a broken stream."""
     try:
         return list(islice(fh, 4 * n))
-    except (EOFError, OSError, zlib.error) as e:
+    except gz.READ_ERRORS as e:
         raise FastqError(f"unreadable or truncated FASTQ in {path}: {e}") from None
 
 
@@ -70,8 +65,8 @@ def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
         Path(dest_dir).mkdir(parents=True, exist_ok=True)
     spots, first, mixed = 0, b"", False
     with ExitStack() as stack:
-        ins = [stack.enter_context(_open_read(p)) for p in fastqs]
-        outs = [stack.enter_context(gzip.open(p, "wb", compresslevel=1)) for p in files]  # a quarter of the bytes
+        ins = [stack.enter_context(gz.open_read(p)) for p in fastqs]
+        outs = [stack.enter_context(gz.open_write(p)) for p in files]  # a quarter of the bytes
         while spots < n:
             heads = [_head_lines(fh, path, min(CHUNK, n - spots)) for fh, path in zip(ins, fastqs)]
             got = min(len(h) for h in heads) // 4

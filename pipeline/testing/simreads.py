@@ -7,11 +7,12 @@ written in chunks with gzip level 1.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import random
 from typing import Optional, Sequence
+
+from ..reads import gz
 
 #: Library orientations: ``unstranded`` (either strand), ``fr`` (read 1 from the transcript's
 #: strand, kallisto's ``--fr-stranded``, salmon's ISF/SF) and ``rf`` (read 1 from the opposite
@@ -25,10 +26,10 @@ def reverse_complement(seq: str) -> str:
     return seq.translate(_COMPLEMENT)[::-1]
 
 
-def _gzip_writer(path: str, compresslevel: int = 1):
-    """A binary gzip writer whose output depends only on the data (no name, mtime 0)."""
+def _gzip_writer(path: str):
+    """A binary gzip writer whose output depends only on the data (no name, mtime 0), and its file."""
     raw = open(path, "wb")
-    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0), raw
+    return gz.writer(raw), raw
 
 
 def file_md5(path: str) -> str:

@@ -60,10 +60,10 @@ def make_transcriptome(n_transcripts: int, min_len: int, max_len: int, seed: int
     return records
 
 
-def _write_gz(path: str, chunks, compresslevel: int = 1) -> None:
+def _write_gz(path: str, chunks) -> None:
     """Write an iterable of str chunks to ``path`` as gzip, atomically (tmp file + rename)."""
     tmp = path + ".tmp"
-    gz, raw = _gzip_writer(tmp, compresslevel)
+    gz, raw = _gzip_writer(tmp)
     try:
         with raw, gz:
             for chunk in chunks:
@@ -83,7 +83,7 @@ def write_fasta_gz(records: Sequence, path: str, line_width: int = 60) -> None:
             lines = [seq[i : i + line_width] for i in range(0, len(seq), line_width)]
             yield f">{name}\n" + "\n".join(lines) + "\n"
 
-    _write_gz(path, chunks(), compresslevel=6)
+    _write_gz(path, chunks())
 
 
 def ena_fastq_dir(accession: str) -> str:
