@@ -13,7 +13,11 @@ The time left is two remainders, each at a rate measured on this species' own fi
   ``seconds`` of the ok runs in the quant markers, times how many quant batches ran at once on
   average (their summed ``seconds`` over the union of their spans; 1 when they never overlapped).
 
-When no run of the plan has a size (or a read count), the mean is what the downloaded runs
+In stream mode (``download.mode: stream``) a streamed run is fetched by its quantification, so
+its time is in the kallisto rate and its bytes are not a download remainder: the download
+remainder counts only the share of runs that the download markers so far fetched to disk
+(all of them in file mode, none when every run streams, so the time left is then the
+quantification's alone). When no run of the plan has a size (or a read count), the mean is what the downloaded runs
 brought (what kallisto processed) instead. Runs already quantified (``quant/RUN/abundance.tsv``,
 e.g. after a retry) count neither bytes nor reads; a run a download marker says failed counts no
 reads. A batch file that is missing or unreadable makes the remainder unknown (None). With ``batch.prefetch`` >= 1 (from the
@@ -42,7 +46,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from .files import read_json
 from .inputs.species_config import SpeciesConfig
-from .model import Run
+from .model import STREAMED, Run
 from .paths import DOWNLOAD, QUANT, SPLIT, SpeciesPaths, parse_batch_marker
 from .plan.sizes import expected_bytes
 from .plan.space import tree_bytes
@@ -78,6 +82,8 @@ class DownloadFigures:
     failed: frozenset[str]
     ok_bytes: int  # bytes of the ok runs, and how many: a fallback mean size
     n_ok: int
+    n_runs: int  # the batch's runs, and how many of them the quant step streams
+    n_streamed: int
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,8 @@ def _load_download(path: str) -> DownloadFigures:
         failed=frozenset(r["run"] for r in runs if r.get("status") == "failed"),
         ok_bytes=sum(int(r["bytes"]) for r in ok),
         n_ok=len(ok),
+        n_runs=len(runs),
+        n_streamed=sum(1 for r in runs if r.get("status") == STREAMED),
     )
 
 
@@ -243,7 +251,8 @@ def estimate(paths: SpeciesPaths, now: Optional[float] = None) -> dict:
     ``quant_seconds_left``, ``bytes_left``, ``reads_left`` (None when a size or read count is
     needed and none is known), ``download_bytes_per_s``, ``quant_reads_per_s`` (None before the
     first marker that measures them), ``prefetch``, ``overlap`` (True: max of the two, False:
-    their sum), ``batches_to_download``, ``batches_to_quantify``, ``mean_run_bytes``,
+    their sum), ``share_to_disk`` (the share of the download markers' runs fetched to disk, not
+    streamed), ``batches_to_download``, ``batches_to_quantify``, ``mean_run_bytes``,
     ``mean_run_reads``, ``measured_at`` (``now``) and ``finishes_at`` (``now + seconds_left``).
     """
     now = time.time() if now is None else now
@@ -257,6 +266,7 @@ def estimate(paths: SpeciesPaths, now: Optional[float] = None) -> dict:
         "quant_reads_per_s": None,
         "prefetch": None,
         "overlap": None,
+        "share_to_disk": None,
         "batches_to_download": None,
         "batches_to_quantify": None,
         "mean_run_bytes": None,
@@ -343,6 +353,10 @@ def estimate(paths: SpeciesPaths, now: Optional[float] = None) -> dict:
         lambda b, run: quantified(run),
         lambda run: tree_bytes(paths.run_fastq(run)) if run in on_disk else 0,
     )
+    n_runs = sum(d.n_runs for d in downloads.values())
+    to_disk = 1.0 - sum(d.n_streamed for d in downloads.values()) / n_runs if n_runs else 1.0
+    if bytes_left is not None:
+        bytes_left *= to_disk
     reads_left = left(to_quantify, "reads", mean_reads, lambda b, run: run in failed.get(b, ()) or quantified(run))
 
     dl_spans = [d.span for d in downloads.values() if d.bytes > 0 and d.span is not None]
@@ -375,6 +389,7 @@ def estimate(paths: SpeciesPaths, now: Optional[float] = None) -> dict:
         quant_reads_per_s=q_rate,
         prefetch=prefetch,
         overlap=overlap,
+        share_to_disk=to_disk,
         batches_to_download=len(to_download),
         batches_to_quantify=len(to_quantify),
         mean_run_bytes=mean_bytes,

@@ -43,8 +43,9 @@ def ds(tmp_path_factory):
     ) | {"archive": root / "archive"}
 
 
-def _config(tmp_path, ds, server):
-    loopback_species(tmp_path / "cfg", SPECIES, ds, server, batch={"size": 2})
+def _config(tmp_path, ds, server, mode="file"):
+    more = {"quant": {"strandedness": "unstranded"}} if mode == "stream" else {}  # stream mode samples nothing
+    loopback_species(tmp_path / "cfg", SPECIES, ds, server, batch={"size": 2}, download={"mode": mode}, **more)
     return tmp_path / "cfg"
 
 
@@ -86,10 +87,12 @@ def _wait_for(what, predicate, timeout=90.0, proc=None):
 # -- on a real, throttled run ------------------------------------------------------------------
 
 
-def test_eta_half_way_is_within_a_factor_of_two_of_the_real_remainder(tmp_path, ds):
+@pytest.mark.parametrize("mode", ["file", "stream"])
+def test_eta_half_way_is_within_a_factor_of_two_of_the_real_remainder(tmp_path, ds, mode):
+    """In stream mode too: there the reads are fetched by the quant step, and the time left is its."""
     out = tmp_path / "out"
     with FileServer(ds["archive"], throttle_bps=THROTTLE) as server:
-        proc = _start(tmp_path, _config(tmp_path, ds, server), out)
+        proc = _start(tmp_path, _config(tmp_path, ds, server, mode), out)
         try:
 
             def half_way():
@@ -110,7 +113,12 @@ def test_eta_half_way_is_within_a_factor_of_two_of_the_real_remainder(tmp_path, 
     assert real / 2 <= st["eta_s"] <= 2 * real, (st["eta_s"], real, st)
     assert st["state"] == "running" and st["liveness"]["state"] == "alive"
     assert st["liveness"]["pid"] == proc.pid and st["liveness"]["host"] == socket.gethostname()
-    assert st["download_bytes_per_s"] > 0 and st["quant_reads_per_s"] > 0 and st["prefetch"] == 1
+    if mode == "file":
+        assert st["download_bytes_per_s"] > 0 and st["share_to_disk"] == 1.0
+    else:  # nothing was downloaded to disk, so no download rate is measured, and none is needed
+        assert st["download_bytes_per_s"] is None and st["share_to_disk"] == 0.0 and st["bytes_left"] == 0
+        assert not any((out / SPECIES / "fastq").glob("*/*.fastq.gz"))
+    assert st["quant_reads_per_s"] > 0 and st["prefetch"] == 1
     assert st["reads_left"] > 0 and st["seconds_left"] == st["eta_s"]
     assert f"alive: pid {proc.pid} on {socket.gethostname()}" in text and "left" in text
     done = _json(out)
@@ -287,6 +295,41 @@ def test_files_are_read_once_until_they_change(tmp_path):
     write_batch(paths.batch_file(2), 2, [_run("DRR000005", 5000, 100), _run("DRR000006", 1000, 100)])
     assert eta.estimate(paths, now=200.0)["bytes_left"] == 2000 + 6000
     assert eta.cache_info()["misses"] == misses + 1
+
+
+def _stream_marker(paths, b, plan, streamed, t0=100.0, t1=100.1):
+    """Batch ``b``'s download marker: the runs named in ``streamed`` left to the quant step, the others 1000 bytes each."""
+    rows = [
+        {"run": r, "status": "stream", "source": "stream"}
+        if r in streamed
+        else {"run": r, "status": "ok", "bytes": 1000}
+        for r, _, _ in plan[b]
+    ]
+    nbytes = 1000 * sum(1 for r in rows if r["status"] == "ok")
+    atomic_write_json(
+        paths.batch_marker("download", b),
+        {"batch": b, "runs": rows, "bytes": nbytes, "seconds": t1 - t0, "started_at": t0, "finished_at": t1},
+    )
+
+
+def test_in_stream_mode_the_time_left_is_the_quantifications(tmp_path):
+    """Streamed runs are fetched by their quantification: no download remainder, and an estimate
+    as soon as a streamed batch is quantified (without this, no download rate ever comes)."""
+    paths = _tree(tmp_path, PLAN, prefetch=1, quants=DONE_0["quants"])
+    _stream_marker(paths, 0, PLAN, {"DRR000001", "DRR000002"})
+    e = eta.estimate(paths, now=200.0)
+    assert e["share_to_disk"] == 0.0 and e["download_bytes_per_s"] is None
+    assert (e["bytes_left"], e["download_seconds_left"]) == (0, 0.0)
+    assert e["reads_left"] == 400 and e["seconds_left"] == e["quant_seconds_left"] == 2.0
+
+
+def test_runs_that_cannot_stream_still_count_as_downloads(tmp_path):
+    # one run of two streamed: half of the bytes still to download go to disk, at 1000 B per 10 s
+    paths = _tree(tmp_path, PLAN, prefetch=0, quants=DONE_0["quants"])
+    _stream_marker(paths, 0, PLAN, {"DRR000001"}, t0=100.0, t1=110.0)
+    e = eta.estimate(paths, now=200.0)
+    assert e["share_to_disk"] == 0.5 and e["download_bytes_per_s"] == 100.0
+    assert e["bytes_left"] == 2000 and e["seconds_left"] == 2000 / 100 + 400 / 200
 
 
 def _put(path: Path, obj) -> None:

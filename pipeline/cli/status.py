@@ -42,6 +42,7 @@ ETA_FIELDS = (
     "quant_reads_per_s",
     "prefetch",
     "overlap",
+    "share_to_disk",
     "finishes_at",
     "measured_at",
 )
@@ -158,11 +159,12 @@ def _time_left(st: dict) -> list[str]:
         if st["quant_reads_per_s"] is None and st["reads_left"]:
             return ["not known yet (no run quantified yet: the kallisto rate is not measured)"]
         return ["not known (a batch file is missing or unreadable, or no run has a size or read count)"]
-    how = (
-        f"downloads overlap quantification with prefetch {st['prefetch']}, so the longer counts"
-        if st["overlap"]
-        else "with prefetch 0 downloads and quantification take turns, so both count"
-    )
+    if st.get("share_to_disk") == 0.0:
+        how = "stream mode: the reads are fetched while they are quantified"
+    elif st["overlap"]:
+        how = f"downloads overlap quantification with prefetch {st['prefetch']}, so the longer counts"
+    else:
+        how = "with prefetch 0 downloads and quantification take turns, so both count"
     when = " once resumed" if st["state"].startswith("stopped") else ""
     parts = []
     if st["bytes_left"]:
