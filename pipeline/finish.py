@@ -102,7 +102,9 @@ def finish_species(cfg: SpeciesConfig, paths: SpeciesPaths, n_batches: int, tool
             qc_extra[run] = {k: d.get(k, "") for k in ("layout", "source", "capped")} | qc_columns(d)
     _refuse_mixed_tools(cfg.species, records)
     _refuse_mixed_references(cfg.species, records)
-    merged = merge_store.merge_incremental(cfg.species, paths.quant, order, paths.merged, paths.merge_store, qc_extra)
+    merged = merge_store.merge_incremental(
+        cfg.species, paths.quant, order, paths.merged, paths.merge_store, qc_extra, h5ad_copy=cfg.h5ad
+    )
     gene_figures = _gene_tables(cfg, paths)
     amalgkit = amalgkit_layout.publish_species(paths, cfg.metadata_file or paths.ena_search)
     multiqc.write_config(paths.output_dir)

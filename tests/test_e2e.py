@@ -395,3 +395,27 @@ def test_truncated_local_file_without_md5_is_a_named_failure(tmp_path, sim, kall
     failed = pd.read_csv(sp / "work" / "metadata" / "failed_runs.tsv", sep="\t")
     assert failed["run"].tolist() == ["DRR000002"] and "truncated" in failed["reason"][0]
     assert not (sp / "quant" / "DRR000002").exists() and (sp / "quant" / "DRR000001" / "abundance.tsv").is_file()
+
+
+def test_merge_h5ad_false_leaves_the_columnar_copy_out(tmp_path, sim, kallisto_bin):
+    """merge.h5ad: false (a large study's extra gigabytes): the TSVs as always, no merged/SPECIES.h5ad."""
+    name = "Simulata_single"
+    with FileServer(sim["archive"]) as server:
+        _species(tmp_path, sim, server, name, merge={"h5ad": False})
+        out = tmp_path / "out"
+        r = run_luigi(tmp_path / "cfg", out)
+        assert r.returncode == 0, r.stderr[-3000:]
+    merged = out / name / "merged"
+    assert pd.read_csv(merged / f"{name}_est_counts.tsv", sep="\t").shape == (25, 3)
+    assert not (merged / f"{name}.h5ad").exists()
+    assert list(merged.glob("*.h5ad")) == []
+
+
+def test_merge_h5ad_must_be_true_or_false(tmp_path, sim):
+    from pipeline.inputs.species_config import ConfigError, load_species_config
+
+    with FileServer(sim["archive"]) as server:
+        path = _species(tmp_path, sim, server, "Simulata_single", merge={"h5ad": "no"})
+        with pytest.raises(ConfigError, match=r"merge\.h5ad.*true or false.*'no'"):
+            load_species_config(path)
+        assert load_species_config(_species(tmp_path, sim, server, "Simulata_single")).h5ad is True

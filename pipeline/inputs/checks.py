@@ -98,6 +98,11 @@ def _sources(v):
         return f"must be a non-empty list drawn from [{', '.join(SOURCES)}] without repeats, got {excerpt(v)}"
 
 
+def _bool(v):
+    if not isinstance(v, bool):
+        return f"must be true or false, got {excerpt(v)}"
+
+
 def _one_of(*choices: str):
     def check(v):
         if not isinstance(v, str) or v not in choices:

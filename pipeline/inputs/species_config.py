@@ -25,7 +25,19 @@ from ..plan.sizes import parse_size
 from ..quant.quantifier import STRAND_SAMPLE, TOOLS
 from ..quant.strand import STRANDEDNESS
 from . import bounded_yaml, selection
-from .checks import URL_RE, _int_min, _int_range, _mirrors, _one_of, _path, _positive_number, _query, _size, _sources
+from .checks import (
+    URL_RE,
+    _bool,
+    _int_min,
+    _int_range,
+    _mirrors,
+    _one_of,
+    _path,
+    _positive_number,
+    _query,
+    _size,
+    _sources,
+)
 
 
 class ConfigError(InputError):
@@ -82,6 +94,9 @@ SCHEMA: dict[str, Any] = {
         "strand_sample": (False, STRAND_SAMPLE, _int_min(1)),  # spots read to find it and the qualities
         "batch_mode": (False, BATCH_MODES[0], _one_of(*BATCH_MODES)),  # auto: one index load per batch
     },
+    "merge": {
+        "h5ad": (False, True, _bool),  # the merged tables' columnar copy, merged/SPECIES.h5ad
+    },
 }
 
 
@@ -114,6 +129,7 @@ class SpeciesConfig:
     strandedness: str = STRANDEDNESS[0]
     strand_sample: int = STRAND_SAMPLE
     batch_mode: str = "auto"  # quant.batch_mode: auto (one index load per batch) or per_run
+    h5ad: bool = True  # merge.h5ad: write merged/SPECIES.h5ad beside the TSVs
 
     tx2gene: Optional[str] = None  # reference.tx2gene, an absolute path (else genes come from the headers)
 
@@ -264,6 +280,7 @@ def load_species_config(path) -> SpeciesConfig:
         strandedness=v["quant"]["strandedness"],
         strand_sample=v["quant"]["strand_sample"],
         batch_mode=v["quant"]["batch_mode"],
+        h5ad=v["merge"]["h5ad"],
     )
 
 
