@@ -77,7 +77,7 @@ def prepare_many(
 
     With kallisto and ``auto``, the samples of all ``jobs`` are written to one temporary folder
     (``quant/.FIRST_RUN.strand.tmp``, removed after) and the paired ones mapped together
-    (:func:`~pipeline.quant.strand.detect_paired`: three loads of the index for the lot); a
+    (:func:`~pipeline.quant.strand.detect_paired`: two loads of the index for the lot); a
     single-end sample, or all of them when that fails, is mapped alone. A head of the files that
     cannot be sampled decides nothing (``undecided``, no lite flag): the quantification's own
     checks then fail the run, with the tool's log kept."""

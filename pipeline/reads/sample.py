@@ -77,7 +77,7 @@ def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
             if len({len(h) for h in heads}) > 1:
                 raise FastqError(f"mates differ in read count after {spots + got} spots: {', '.join(map(str, fastqs))}")
             for out, lines in zip(outs, heads):
-                out.writelines(lines)
+                out.write(b"".join(lines))  # one compress call a chunk, not one a line
             if not mixed:
                 quals = b"".join(q.rstrip(b"\r\n") for lines in heads for q in lines[3::4])
                 first = first or quals[:1]
