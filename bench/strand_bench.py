@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
 """What ``quant.strandedness: auto`` costs per run, and salmon against kallisto, side by side.
 
-    .venv/bin/python bench/strand_bench.py [--reads 1000000] [--sample 200000] [--transcripts 2000] [--out bench/out]
+    .venv/bin/python bench/strand_bench.py [--reads 1000000] [--sample 20000] [--transcripts 2000] [--repeats 2] [--batch 8] [--out bench/out]
 
 One simulated paired run (100 bp, rf-stranded) of ``--reads`` pairs is quantified through
 :func:`pipeline.quant.quantifier.quantify` three ways, each on fresh output, interleaved over
 ``--repeats``: kallisto with ``auto`` (the sample of ``--sample`` spots: written out, then
-kallisto three times), kallisto with ``rf`` configured (no sample quant), and salmon ``-l A``.
+decided by two ``kallisto pseudo`` calls), kallisto with ``rf`` configured (no sample quant), and salmon ``-l A``.
 Prints the median seconds of each, the sample's own seconds (the run record's
 ``strand_seconds``) and the ratios. Real kallisto and salmon, one thread each.
 
 Then the decision alone for a batch of ``--batch`` runs (the same files under as many names), three
 ways: :func:`pipeline.quant.quantifier.prepare_many` on the batch (the paired samples mapped
-together: three ``kallisto pseudo`` calls for the batch), ``prepare`` run by run (three calls per
+together: two ``kallisto pseudo`` calls for the batch), ``prepare`` run by run (two calls per
 run), and the samples each through three ``kallisto quant`` runs (:func:`pipeline.quant.strand.detect`,
 what every run paid before the batch was mapped together). Seconds per run, against the run's
 quantification with ``rf`` configured.
