@@ -14,7 +14,6 @@ Which runs can be streamed at all is :func:`file_mode_reason`.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import threading
@@ -24,18 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from ..fifo import Cancelled, NoReader, open_for_writing, write_all
 from ..model import RemoteFile, Run
 from ..runlog import RunLog
 from .http import read_blocks
 from .retry import GiveUp, Retryable, RetryPolicy, wait_or_give_up
 from .transfer import DownloadError, RangeNotSatisfiable, apply_mirrors, body_start, open_at
 
-#: How often a writer waiting for the reader to open its FIFO looks again (seconds).
-OPEN_POLL = 0.02
-
-
-class StreamCancelled(Exception):
-    """The stream was stopped from outside (the other mate failed, or the reader is gone)."""
+#: The stream was stopped from outside (the other mate failed, or the reader is gone).
+StreamCancelled = Cancelled
 
 
 class ReaderGone(DownloadError):
@@ -88,33 +84,6 @@ def mismatch(rf: RemoteFile, got: Streamed) -> Optional[str]:
     return None
 
 
-def open_for_writing(fifo: Path, cancel: threading.Event, reader_alive: Callable[[], bool]) -> int:
-    """Open ``fifo`` for writing once a reader has opened it; a blocking descriptor.
-
-    Polled without blocking, so that a reader that never comes (it exited first) or a
-    cancellation ends the wait: StreamCancelled, ReaderGone."""
-    while True:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as e:
-            if e.errno != errno.ENXIO:  # ENXIO: no reader yet
-                raise
-        else:
-            os.set_blocking(fd, True)
-            return fd
-        if cancel.is_set():
-            raise StreamCancelled()
-        if not reader_alive():
-            raise ReaderGone(f"{fifo.name}: the reader exited before opening it")
-        cancel.wait(OPEN_POLL)
-
-
-def _write_all(fd: int, block: bytes) -> None:
-    view = memoryview(block)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def stream_into(
     rf: RemoteFile,
     fifo: Path,
@@ -142,7 +111,10 @@ def stream_into(
     sent = _Sent()
     attempt = 0
     give_up = GiveUp(lambda m: DownloadError(f"{url}: {m}"))
-    fd = open_for_writing(fifo, cancel, reader_alive)
+    try:
+        fd = open_for_writing(fifo, cancel, reader_alive)
+    except NoReader as e:
+        raise ReaderGone(str(e)) from None
     try:
         while True:
             attempt += 1
@@ -202,7 +174,7 @@ def _attempt(
                 if rf.bytes is not None and sent.done + len(block) > rf.bytes:
                     raise DownloadError(f"{url}: the body is longer than the {rf.bytes} bytes the metadata gives")
                 sent.md5.update(block)
-                _write_all(fd, block)
+                write_all(fd, block)
                 sent.done += len(block)
                 if progress:
                     progress(len(block))
