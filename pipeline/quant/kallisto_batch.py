@@ -23,9 +23,11 @@ single-end run (``kallisto pseudo --single`` skips the check of single reads aga
 length that ``kallisto quant --single`` makes), or a run with a flag other than the strand flags.
 
 ``kallisto pseudo`` reports the reads processed for the whole batch only, so every run's files are
-read to their end while kallisto runs (the cost that ``quant.batch_mode: auto`` avoids by batching
-only runs no md5 vouches for, which ``kallisto quant`` alone reads through too; ``batch`` takes
-md5-verified runs as well) with :func:`~pipeline.reads.fastq.count_checked`: a truncated
+read to their end as kallisto takes them: each file is decompressed here (ISA-L) and counted by
+:func:`~pipeline.reads.fastq.feed_fastq`, which passes the plain FASTQ on into a FIFO that kallisto
+reads in place of the file. kallisto does no decompression of its own, and the read-through costs
+no second pass (``quant.batch_mode: auto`` batches only runs no md5 vouches for, which
+``kallisto quant`` alone reads through too; ``batch`` takes md5-verified runs as well). A truncated
 file or mates of different lengths fail that run, and the spots read must equal the metadata's.
 kallisto processes at most the spots of each run, so its total equal to their sum means each
 run's ``n_processed`` equals its spots. A run that fails the read-through makes the total
@@ -35,8 +37,9 @@ unusable for the others: they are batched again without it (once), then each alo
 from __future__ import annotations
 
 import os
+import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -45,7 +48,7 @@ import numpy as np
 
 from ..files import atomic_write_text, remove_path, staged_path
 from ..model import PAIRED, RunQuant
-from ..reads.fastq import FastqError, count_checked
+from ..reads.fastq import FastqError, feed_fastq, mates_agree
 from ..runlog import RunLog
 from . import kallisto
 from .quantify import QuantError, check_spots, keep_tool_log, write_run_record
@@ -192,26 +195,26 @@ def quantify_group(
     t0 = time.monotonic()
     quant_dir = Path(quant_dir)
     results: dict[str, RunQuant] = {}
-    with staged_path(quant_dir / f"batch-{group[0].run}") as scratch, ThreadPoolExecutor(max_workers=1) as reader:
+    with staged_path(quant_dir / f"batch-{group[0].run}") as scratch:
         scratch.mkdir(parents=True)
-        lines = []
+        lines, fifos = [], []
         for i, r in enumerate(group):
-            names = [f"{i}_{m}{''.join(Path(f).suffixes[-1:])}" for m, f in enumerate(r.fastqs, 1)]
-            for name, f in zip(names, r.fastqs):
-                os.symlink(os.path.realpath(f), scratch / name)
+            names = [f"{i}_{m}.fastq" for m in range(1, len(r.fastqs) + 1)]
+            for name in names:
+                os.mkfifo(scratch / name)
+            fifos.append([scratch / name for name in names])
             lines.append("\t".join([str(i), *names]) + "\n")
         (scratch / "batch.txt").write_text("".join(lines))
-        counting = [reader.submit(count_checked, r.fastqs) for r in group]
         args = kallisto.pseudo_batch_args(
             kallisto.relative_to(index, scratch), ".", "batch.txt", threads=threads, flags=group[0].flags, exe=exe
         )
         for r in group:
             r.log.write(f"quant: batch of {len(group)} runs: " + kallisto.command_line(args, scratch))
-        rc = kallisto.run(args, scratch / "kallisto.log", cwd=scratch)
+        counts, rc = _feed_batch(group, fifos, args, scratch)
         spots: dict[str, int] = {}
-        for r, fut in zip(group, counting):
+        for r, per_file in zip(group, counts):
             try:
-                spots[r.run] = check_spots(fut.result(), r.expected_reads)
+                spots[r.run] = check_spots(mates_agree([f.result() for f in per_file]), r.expected_reads)
             except (FastqError, QuantError) as e:
                 results[r.run] = _failed(r, str(e))
         rest = [r for r in group if r.run in spots]
@@ -267,6 +270,31 @@ def quantify_group(
             results[r.run] = res or per_run(r)
         remove_path(scratch)
     return [results[r.run] for r in group]
+
+
+def _feed_batch(
+    group: Sequence[BatchRun], fifos: list[list[Path]], args: list[str], scratch: Path
+) -> tuple[list[list[Future]], int]:
+    """Run ``kallisto pseudo`` (``args``) in ``scratch`` on the FIFOs ``fifos``, each fed by a thread
+    of its own with its file decompressed and counted (:func:`~pipeline.reads.fastq.feed_fastq`);
+    return every file's count (a Future: its record count, or FastqError) and kallisto's exit code
+    (127: no such program). Every file is read to its end, whether kallisto took it all or not."""
+    with ThreadPoolExecutor(max_workers=sum(map(len, fifos)), thread_name_prefix="batch-feed") as pool:
+        with open(scratch / "kallisto.log", "ab") as tool_log:
+            try:
+                proc: Optional[subprocess.Popen] = kallisto.start(args, tool_log, cwd=scratch)
+            except FileNotFoundError:
+                proc = None
+
+        def alive() -> bool:
+            return proc is not None and proc.poll() is None
+
+        counts = [
+            [pool.submit(feed_fastq, f, into, alive) for f, into in zip(r.fastqs, run_fifos)]
+            for r, run_fifos in zip(group, fifos)
+        ]
+        rc = proc.wait() if proc is not None else 127
+    return counts, rc
 
 
 def _failed(r: BatchRun, reason: str) -> RunQuant:
