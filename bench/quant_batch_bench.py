@@ -9,10 +9,9 @@ the simulated paired runs are quantified in batches of ``--batch`` runs, interle
 
 - loop: ``kallisto quant -t THREADS`` for each run, one after another (what ``quant.batch_mode:
   per_run`` runs for md5-verified files, without the pipeline around it);
-- batch: :func:`pipeline.quant.kallisto_batch.quantify_runs` as ``quant.batch_mode: batch`` runs it
-  (and ``auto`` for files without md5):
-  ``kallisto pseudo --bus`` once per batch, ``kallisto quant-tcc`` per run, every file read through
-  by Python for the per-run read count, staged and renamed into quant/RUN/.
+- batch: :func:`pipeline.quant.kallisto_batch.quantify_runs` as ``quant.batch_mode: auto`` runs it:
+  ``kallisto pseudo --bus`` once per batch on FIFOs fed with each file decompressed and counted by
+  Python (the per-run read count), ``kallisto quant-tcc`` per run, staged and renamed into quant/RUN/.
 
 Prints, per size: the index's bytes and its load time alone (``kallisto quant`` on an empty
 FASTQ); wall and CPU seconds (user + system, this process and its children: steadier than wall

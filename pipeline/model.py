@@ -20,8 +20,8 @@ PAIRED = "PAIRED"
 SINGLE = "SINGLE"
 #: Where a run's reads may come from, in the default order of ``download.sources``.
 SOURCES = ("ena", "sra")
-#: ``quant.batch_mode``: ``batch`` maps a batch's paired runs after one index load, ``auto`` only
-#: those no md5 vouches for (read through either way), ``per_run`` runs kallisto quant for each.
+#: ``quant.batch_mode``: ``auto`` (and ``batch``, the same, kept for configs that name it) maps a
+#: batch's paired runs after one index load; ``per_run`` runs kallisto quant for each.
 BATCH_MODES = ("auto", "batch", "per_run")
 
 #: Characters of a bad value quoted in a message.

@@ -32,9 +32,8 @@ def quantify_batch(
 ) -> dict:
     """``quant.tool`` on every downloaded run of the batch with ``quant.threads``; the runs the
     download step left to it (``download.mode: stream``) streamed, with ``policy``. Runs on disk go
-    one after another, or with kallisto and ``quant.batch_mode`` ``batch`` / ``auto`` mapped after
-    one load of the index (:mod:`pipeline.quant.kallisto_batch`; ``auto``: the runs no md5 vouches
-    for, whose files are read through either way), with the same results.
+    one after another, or with kallisto and ``quant.batch_mode`` ``auto`` mapped after one load of
+    the index (:mod:`pipeline.quant.kallisto_batch`), with the same results.
 
     ``reference`` (the index marker's :func:`~pipeline.provenance.reference_record`) is recorded
     with every run, so that runs quantified against different references are never merged."""
@@ -157,7 +156,6 @@ def _quantify_batched(cfg, paths: SpeciesPaths, batch: int, tools: Tools, on_dis
                 log=job.log,
                 extra=record,
                 flags=(flag,) if flag else (),
-                verified=bool(job.d.verified),
             )
         )
     jobs = {job.run.run: job for job in on_disk}
@@ -169,7 +167,6 @@ def _quantify_batched(cfg, paths: SpeciesPaths, batch: int, tools: Tools, on_dis
         paths.quant,
         threads=cfg.threads,
         per_run=lambda b: one(jobs[b.run], prepared[b.run]),
-        verified_too=cfg.batch_mode == "batch",
         exe=tools.kallisto,
     )
     return {b.run: res for b, res in zip(todo, done)}

@@ -68,15 +68,6 @@ def test_groups_are_paired_runs_sharing_their_flags():
     assert sorted(r.run for r in alone) == ["B", "F"]
 
 
-def test_md5_verified_runs_are_batched_only_when_asked():
-    runs = [_run("A"), _run("B"), _run("C")]
-    runs[2].verified = True
-    groups, alone = kallisto_batch.batch_groups(runs, verified_too=False)
-    assert [[r.run for r in g] for g in groups] == [["A", "B"]] and [r.run for r in alone] == ["C"]
-    groups, alone = kallisto_batch.batch_groups(runs, verified_too=True)
-    assert [[r.run for r in g] for g in groups] == [["A", "B", "C"]] and alone == []
-
-
 def test_bus_records_and_counts_per_run():
     recs = np.zeros(4, kallisto_batch.BUS_RECORD)
     recs["bc"], recs["ec"], recs["count"] = [0, 1, 1, 1], [5, 2, 9, 2], [3, 4, 1, 2]
@@ -270,8 +261,8 @@ def _pipeline(tmp_path, name: str, ds: dict, archive: Path, mode: str) -> Path:
 
 
 def test_the_pipeline_batches_by_quant_batch_mode(tmp_path):
-    """md5-verified ENA runs: per_run and auto run kallisto quant for each, batch maps them together;
-    every abundance.tsv and the merged tables are the same."""
+    """md5-verified ENA runs: per_run runs kallisto quant for each, auto (and batch, its synonym) maps
+    them together; every abundance.tsv and the merged tables are the same."""
     need_tool("kallisto")
     runs = [f"DRR00050{i}" for i in range(1, 5)]
     ds = simulate.make_species_dataset(tmp_path / "sim", "Batcha_pipe", runs, "PAIRED", 3000, 50, 30, seed=8)
@@ -284,7 +275,7 @@ def test_the_pipeline_batches_by_quant_batch_mode(tmp_path):
             json.loads((sp / "quant" / run / "pipeline_run.json").read_text()).get("quant_mode")
             for sp in (alone, auto, batch)
         ]
-        assert modes == [None, None, "batch"]
+        assert modes == [None, "batch", "batch"]
         for sp in (auto, batch):
             assert (sp / "quant" / run / "abundance.tsv").read_bytes() == (
                 alone / "quant" / run / "abundance.tsv"
@@ -292,7 +283,8 @@ def test_the_pipeline_batches_by_quant_batch_mode(tmp_path):
     merged = sorted(p.name for p in (alone / "merged").iterdir() if p.suffix == ".tsv" and "est_counts" in p.name)
     assert merged
     for name in merged:
-        assert (batch / "merged" / name).read_bytes() == (alone / "merged" / name).read_bytes()
+        for sp in (auto, batch):
+            assert (sp / "merged" / name).read_bytes() == (alone / "merged" / name).read_bytes()
 
 
 def test_stranded_runs_batch_with_their_flag_and_equal_kallisto_quant(tmp_path, sim):

@@ -56,8 +56,10 @@ def test_every_run_records_its_reference_and_kallisto(tmp_path, sims):
         assert rec["transcriptome_md5"] == _md5(Path(sims["a"]["transcriptome"]))
         assert rec["index_md5"] == _md5(sp / "genome" / "transcriptome.idx")
         assert rec["kallisto_version"] == version
-        args = rec["kallisto_args"]
-        assert args[1] == "quant" and "-o" in args and args[-1].endswith(f"{run}_2.fastq.gz")
+        # two paired runs, quant.batch_mode auto: one kallisto pseudo for both, quant-tcc for each
+        assert rec["quant_mode"] == "batch"
+        assert rec["kallisto_batch_args"][1:3] == ["pseudo", "--bus"] and rec["kallisto_args"][1] == "quant-tcc"
+        assert rec["fastqs"] == [f"{run}_1.fastq.gz", f"{run}_2.fastq.gz"]
     summary = json.loads((sp / "work" / "metadata" / "summary.json").read_text())
     assert summary["tool_versions"]["kallisto"] == version
 

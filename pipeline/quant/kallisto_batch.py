@@ -26,8 +26,8 @@ length that ``kallisto quant --single`` makes), or a run with a flag other than 
 read to their end as kallisto takes them: each file is decompressed here (ISA-L) and counted by
 :func:`~pipeline.reads.fastq.feed_fastq`, which passes the plain FASTQ on into a FIFO that kallisto
 reads in place of the file. kallisto does no decompression of its own, and the read-through costs
-no second pass (``quant.batch_mode: auto`` batches only runs no md5 vouches for, which
-``kallisto quant`` alone reads through too; ``batch`` takes md5-verified runs as well). A truncated
+no second pass, so md5-verified runs are batched too: measured, the batch costs no more CPU than
+a loop of ``kallisto quant`` even where loading the index costs nothing (README). A truncated
 file or mates of different lengths fail that run, and the spots read must equal the metadata's.
 kallisto processes at most the spots of each run, so its total equal to their sum means each
 run's ``n_processed`` equals its spots. A run that fails the read-through makes the total
@@ -72,23 +72,17 @@ class BatchRun:
     log: RunLog
     extra: dict = field(default_factory=dict)
     flags: tuple = ()  # per-run kallisto flags, e.g. ("--rf-stranded",)
-    verified: bool = False  # an md5 vouches for the files: kallisto quant alone would not read them through
 
 
 PerRun = Callable[[BatchRun], RunQuant]
 
 
-def batch_groups(runs: Sequence[BatchRun], verified_too: bool = True) -> tuple[list[list[BatchRun]], list[BatchRun]]:
-    """``(groups, alone)``: paired runs grouped by their flags (two or more a group), and the rest;
-    runs whose files an md5 vouches for go alone unless ``verified_too``."""
+def batch_groups(runs: Sequence[BatchRun]) -> tuple[list[list[BatchRun]], list[BatchRun]]:
+    """``(groups, alone)``: paired runs grouped by their flags (two or more a group), and the rest."""
     by_flags: dict[tuple, list[BatchRun]] = {}
     alone: list[BatchRun] = []
     for r in runs:
-        if (
-            len(r.fastqs) == 2
-            and all(f in kallisto.STRAND_FLAGS.values() for f in r.flags)
-            and (verified_too or not r.verified)
-        ):
+        if len(r.fastqs) == 2 and all(f in kallisto.STRAND_FLAGS.values() for f in r.flags):
             by_flags.setdefault(tuple(r.flags), []).append(r)
         else:
             alone.append(r)
@@ -104,13 +98,10 @@ def quantify_runs(
     *,
     threads: int,
     per_run: PerRun,
-    verified_too: bool = True,
     exe: str = "kallisto",
 ) -> list[RunQuant]:
-    """Quantify ``runs`` into ``quant_dir/RUN/``, batched where that is exact (md5-verified runs only
-    when ``verified_too``: batch mode reads them through, kallisto quant alone does not); results in
-    ``runs``' order."""
-    groups, alone = batch_groups(runs, verified_too)
+    """Quantify ``runs`` into ``quant_dir/RUN/``, batched where that is exact; results in ``runs``' order."""
+    groups, alone = batch_groups(runs)
     done: dict[str, RunQuant] = {}
     for group in groups:
         for res in quantify_group(group, index, quant_dir, threads=threads, per_run=per_run, exe=exe):
