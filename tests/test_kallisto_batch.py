@@ -8,14 +8,18 @@ fails alone.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import stat
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import need_shared, need_tool
-from helpers import run_luigi, write_species
+from helpers import ROOT, luigi_args, run_luigi, write_species
 
 from pipeline.model import RunQuant
 from pipeline.quant import kallisto, kallisto_batch
@@ -305,3 +309,43 @@ def test_stranded_runs_batch_with_their_flag_and_equal_kallisto_quant(tmp_path, 
         _assert_same(tmp_path, r.run)
     rec = json.loads((tmp_path / "batch" / results[0].run / "pipeline_run.json").read_text())
     assert rec["kallisto_batch_args"][-1] == "--rf-stranded"
+
+
+def test_a_kill_mid_batch_leaves_nothing_the_next_run_does_not_clean(tmp_path):
+    """SIGKILL while kallisto pseudo reads a batch's FIFOs: the scratch folder (FIFOs included) is
+    what the next run removes, and that run gives the same results as an uninterrupted one."""
+    need_tool("kallisto")
+    runs = ["DRR000601", "DRR000602"]
+    ds = simulate.make_species_dataset(tmp_path / "sim", "Batcha_pipe", runs, "PAIRED", 150_000, 75, 300, seed=9)
+    archive = tmp_path / "sim" / "archive"
+    whole = _pipeline(tmp_path, "whole", ds, archive, "auto")
+    with FileServer(archive) as server:
+        cfg, out = tmp_path / "killed" / "cfg", tmp_path / "killed" / "out"
+        write_species(cfg, "Batcha_pipe", ds["transcriptome"], ds["metadata"], batch={"size": 4},
+                      download={"mirrors": {"https://ftp.sra.ebi.ac.uk/": server.url + "/"}, "sources": ["ena"]})  # fmt: skip
+        proc = subprocess.Popen(luigi_args(cfg, out), cwd=ROOT, start_new_session=True,
+                                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        quant_dir = out / "Batcha_pipe" / "quant"
+        deadline, fifos = time.monotonic() + 120, []
+        while time.monotonic() < deadline and proc.poll() is None:
+            fifos = [p for p in quant_dir.glob(".batch-*.tmp/*.fastq") if stat.S_ISFIFO(p.lstat().st_mode)]
+            if fifos and (quant_dir.parent / "genome").exists():
+                break
+            time.sleep(0.005)
+        time.sleep(0.2)  # kallisto is loading the index or reading the FIFOs
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert fifos, "the pipeline ended before the batch began; nothing was interrupted"
+        assert [p for p in quant_dir.glob(".batch-*.tmp") if p.is_dir()], "the kill came after the batch"
+        assert not any((quant_dir / r / "abundance.tsv").exists() for r in runs)
+        r = run_luigi(cfg, out)
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert not list(quant_dir.glob(".*.tmp")) and not [
+        p for p in quant_dir.rglob("*") if stat.S_ISFIFO(p.lstat().st_mode)
+    ]
+    for run in runs:
+        assert (quant_dir / run / "abundance.tsv").read_bytes() == (
+            whole / "quant" / run / "abundance.tsv"
+        ).read_bytes()
+        assert json.loads((quant_dir / run / "pipeline_run.json").read_text())["quant_mode"] == "batch"
