@@ -25,7 +25,7 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; named in Python >
 
 
 class Cancelled(Exception):
-    """The writer was stopped from outside before the reader opened the FIFO."""
+    """The writer was stopped from outside (before the reader opened the FIFO, or while writing)."""
 
 
 class NoReader(Exception):

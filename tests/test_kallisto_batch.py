@@ -117,8 +117,9 @@ def _per_run(index, quant_dir, calls):
     return per_run
 
 
-def _both(tmp_path, index, runs: dict, expected=None):
-    """Each run by kallisto quant (quant_dir ``alone``) and by the batch (``batch``); the batch's results."""
+def _both(tmp_path, index, runs: dict, expected=None, threads=1):
+    """Each run by kallisto quant -t 1 (quant_dir ``alone``) and by the batch (``batch``, with
+    ``threads``); the batch's results."""
     for run, files in runs.items():
         res = quant.quantify_run(run, files, index, tmp_path / "alone", threads=1, fragment_length=200,
                                  fragment_sd=20, expected_reads=None, verified=True, log=RunLog(None))  # fmt: skip
@@ -130,7 +131,7 @@ def _both(tmp_path, index, runs: dict, expected=None):
         )
         for r, f in runs.items()
     ]
-    results = kallisto_batch.quantify_runs(todo, index, tmp_path / "batch", threads=1,
+    results = kallisto_batch.quantify_runs(todo, index, tmp_path / "batch", threads=threads,
                                            per_run=_per_run(index, tmp_path / "batch", calls))  # fmt: skip
     return results, calls
 
@@ -181,8 +182,11 @@ def sim(tmp_path_factory):
     return {"index": index, "files": {r["run"]: [Path(f) for f in r["files"]] for r in d["runs"]}}
 
 
-def test_simulated_runs_batch_equals_kallisto_quant(tmp_path, sim):
-    results, calls = _both(tmp_path, sim["index"], sim["files"], expected={r: 30000 for r in sim["files"]})
+@pytest.mark.parametrize("threads", [1, 2])
+def test_simulated_runs_batch_equals_kallisto_quant(tmp_path, sim, threads):
+    """With 2 threads kallisto maps two runs at once, reading four FIFOs; each run is still -t 1's."""
+    results, calls = _both(tmp_path, sim["index"], sim["files"], expected={r: 30000 for r in sim["files"]},
+                           threads=threads)  # fmt: skip
     assert calls == [] and [r.ok for r in results] == [True] * 4, results
     for r in results:
         assert r.n_processed == 30000
