@@ -17,7 +17,7 @@ Prints, per size: the index's bytes and its load time alone (``kallisto quant`` 
 FASTQ); wall and CPU seconds (user + system, this process and its children: steadier than wall
 time on a shared machine) of three ways over the same files, medians over ``--repeats``, the order
 rotating: ``loop`` (above), ``r-thru`` (:func:`pipeline.quant.quantify.quantify_run` on files without
-md5: kallisto quant while Python reads the files through) and ``batch`` (below); batch / loop and
+md5: kallisto quant on FIFOs that Python feeds with the files decompressed and counted) and ``batch`` (below); batch / loop and
 batch / r-thru; the load average; runs that had to go alone; and whether every abundance.tsv is
 byte-identical to kallisto quant's. Data and indexes are cached
 under OUT/data/; the outputs go to OUT/quant_batch_bench.work/ and are removed at the end.
@@ -124,7 +124,7 @@ def batched(index: Path, runs: list, out: Path, threads: int, size: int, alone: 
 
 
 def per_run_read_through(index: Path, runs: list, out: Path, threads: int) -> tuple[float, float]:
-    """The per-run path for files no md5 vouches for: kallisto quant, the files read through meanwhile."""
+    """The per-run path for files no md5 vouches for: kallisto quant on FIFOs, the files read through to feed them."""
     t0, c0 = time.perf_counter(), cpu_seconds()
     for run, fastqs in runs:
         res = quantify_run(run, fastqs, index, out, threads=threads, fragment_length=200, fragment_sd=20,
@@ -201,7 +201,7 @@ def main() -> int:
         f"{a.runs} paired runs x {a.reads} pairs of {a.read_len} bp, batches of {a.batch}, "
         f"quant.threads {a.threads}, {os.cpu_count()} CPUs, median of {a.repeats}"
     )
-    print("loop: kallisto quant per run; r-thru: the same while Python reads the files through (the per-run")
+    print("loop: kallisto quant per run; r-thru: the same on FIFOs Python feeds, counting the reads (the per-run")
     print("path for files without md5); batch: kallisto_batch.quantify_runs. Wall seconds, then CPU seconds.")
     print(
         f"{'transcripts':>11} {'index MB':>8} {'load s':>6} | {'loop':>6} {'r-thru':>6} {'batch':>6} {'b/loop':>6} "

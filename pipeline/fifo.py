@@ -14,7 +14,7 @@ import fcntl
 import os
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 #: How often a writer waiting for the reader to open its FIFO looks again (seconds).
 OPEN_POLL = 0.02
@@ -30,6 +30,14 @@ class Cancelled(Exception):
 
 class NoReader(Exception):
     """The reader exited before it opened the FIFO."""
+
+
+def make(folder: Path, names: Sequence[str]) -> list[Path]:
+    """FIFOs ``folder/NAME`` for ``names``, made anew."""
+    made = [Path(folder) / name for name in names]
+    for p in made:
+        os.mkfifo(p)
+    return made
 
 
 def open_for_writing(fifo: Path, cancel: threading.Event, reader_alive: Callable[[], bool]) -> int:

@@ -103,6 +103,13 @@ def check_accession(value: Any, where: str = "") -> str:
 RESERVED_NAMES = frozenset({"merge", "multiqc", "luigid"})
 
 
+def run_file_stems(run: str, n: int) -> list[str]:
+    """The names of a run's ``n`` read files without their suffix: ``RUN_1`` and ``RUN_2`` for a
+    pair (``RUN_N`` for the N-th of any other number), ``RUN`` for one file. The pipeline stages
+    files under them, and MultiQC names a kallisto sample after them (less the mate suffix)."""
+    return [run] if n == 1 else [f"{run}_{i}" for i in range(1, n + 1)]
+
+
 def species_problem(value: Any) -> Optional[str]:
     """Why ``value`` cannot name a species' output folder, or None when it can."""
     if (

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from pipeline.reads import gz
-from pipeline.reads.fastq import FastqError, count_checked, count_fastq_records
+from pipeline.reads.fastq import FastqError, count_fastq_records, mates_agree
 
 READS = b"".join(b"@r%d\nACGTACGTAC\n+\nIIIIIIIIII\n" % i for i in range(20_000))
 
@@ -41,8 +41,14 @@ def test_a_truncated_or_corrupt_stream_is_a_fastq_error_naming_the_file(tmp_path
     bad.write_bytes(data[:200] + bytes(b ^ 0xFF for b in data[200:260]) + data[260:])
     for p in (cut, bad):
         with pytest.raises(FastqError, match=p.name):
-            count_checked([p])
+            count_fastq_records(p)
         with pytest.raises(gz.READ_ERRORS):
             with gz.open_read(p) as fh:
                 while fh.read(1 << 16):
                     pass
+
+
+def test_mates_must_agree():
+    assert mates_agree([7]) == 7 and mates_agree([7, 7]) == 7
+    with pytest.raises(FastqError, match="mates differ in read count: 7 vs 6"):
+        mates_agree([7, 6])

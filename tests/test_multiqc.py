@@ -124,7 +124,8 @@ def test_runs_are_staged_under_their_accessions(finished):
     # the failed run's log holds kallisto's own log, the trap for MultiQC
     failed_log = (out / "Mqc_pairs" / "work" / "logs" / f"{FAILED}.log").read_text()
     assert "[quant] finding pseudoalignments for the reads" in failed_log
-    assert f"[quant] will process pair 1: ../../fastq/{FAILED}/{FAILED}_1.fastq.gz" in failed_log
+    # (no md5: kallisto read FIFOs named as the staged files less .gz, fed with them decompressed)
+    assert f"[quant] will process pair 1: {FAILED}_1.fastq\n" in failed_log
 
 
 def test_multiqc_names_every_quantified_run_by_accession(finished):

@@ -64,8 +64,22 @@ def test_unverified_files_are_read_through_and_match_n_processed(ds, tmp_path):
     assert res.status == "ok", res
     assert res.n_processed == 2000
     assert "read through 2000 spots while kallisto ran" in log
-    kept = json.loads((tmp_path / "quant" / "DRR000101" / "pipeline_run.json").read_text())
+    run_dir = tmp_path / "quant" / "DRR000101"
+    kept = json.loads((run_dir / "pipeline_run.json").read_text())
     assert kept["expected_reads"] == 2000
+    # kallisto read FIFOs fed with the files decompressed; none is left in the run's folder
+    assert kept["kallisto_args"][-2:] == ["DRR000101_1.fastq", "DRR000101_2.fastq"]
+    assert kept["fastqs"] == [Path(f).name for f in ds["files"]["DRR000101"]]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "abundance.tsv",
+        "kallisto.log",
+        "pipeline_run.json",
+        "run_info.json",
+    ]
+    verified, _ = _quant(ds, tmp_path / "v", ds["files"]["DRR000101"], verified=True)
+    assert (run_dir / "abundance.tsv").read_bytes() == (
+        tmp_path / "v" / "quant" / "DRR000101" / "abundance.tsv"
+    ).read_bytes()
 
 
 def test_verified_files_are_not_read_through(ds, tmp_path):

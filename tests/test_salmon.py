@@ -116,6 +116,20 @@ def test_a_truncated_gzip_fails_although_salmon_exits_0(ds, tmp_path, verified):
     assert "salmon" in (tmp_path / "q" / "run.log").read_text()
 
 
+def test_files_without_md5_are_fed_to_salmon_through_fifos_with_the_same_result(ds, tmp_path):
+    files = _files(ds["pairs"])
+    direct = _quant(ds, files, tmp_path / "direct")
+    fed = _quant(ds, files, tmp_path / "fed", verified=False, expected_reads=None)
+    assert direct.status == fed.status == "ok", (direct, fed)
+    assert fed.n_processed == direct.n_processed == READS
+    run = tmp_path / "fed" / "DRR000401"
+    assert (run / "quant.sf").read_bytes() == (tmp_path / "direct" / "DRR000401" / "quant.sf").read_bytes()
+    rec = json.loads((run / "pipeline_run.json").read_text())
+    assert rec["salmon_args"][rec["salmon_args"].index("-1") + 1] == "DRR000401_1.fastq"
+    assert not [p for p in run.rglob("*") if p.is_fifo()]
+    assert f"read through {READS} spots while salmon ran" in (tmp_path / "fed" / "run.log").read_text()
+
+
 def test_merge_refuses_runs_of_two_tools_naming_them():
     records = {"R1": {"quant_tool": "salmon"}, "R2": {}, "R3": {"quant_tool": "salmon"}}
     with pytest.raises(finish.SpeciesFailed, match=r"different tools.*salmon: 2 run\(s\) \(R1, R3\); kallisto: 1 run"):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..files import remove_tree_files
-from ..model import SOURCES, RemoteFile, Run, RunDownload, Tools, excerpt, file_name_problem
+from ..model import SOURCES, RemoteFile, Run, RunDownload, Tools, excerpt, file_name_problem, run_file_stems
 from ..reads import cap
 from ..reads.fastq import count_fastq_records
 from ..runlog import RunLog
@@ -93,9 +93,7 @@ def staged_names(run: str, files: Sequence[RemoteFile], mirrors: Optional[dict] 
     (``RUN_N`` for the N-th of any other number), ``RUN`` for one file; each with
     :func:`fastq_suffix`. The accession is checked when the :class:`Run` is made, so these are
     always safe file names."""
-    if len(files) == 1:
-        return [run + fastq_suffix(files[0], mirrors)]
-    return [f"{run}_{i}{fastq_suffix(rf, mirrors)}" for i, rf in enumerate(files, 1)]
+    return [stem + fastq_suffix(rf, mirrors) for stem, rf in zip(run_file_stems(run, len(files)), files)]
 
 
 def _fetch_ena(run: Run, out: Path, setup: FetchSetup, log: RunLog) -> RunDownload:

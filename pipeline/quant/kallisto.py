@@ -18,8 +18,11 @@ import os
 import re
 import shlex
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Optional, Sequence
+
+from ..reads.fastq import feed_fastq
 
 #: The last field kallisto 0.48 writes into run_info.json, the only one holding text from the caller.
 _CALL_RE = re.compile(r'\n[ \t]*"call"[ \t]*:[ \t]*"')
@@ -158,6 +161,30 @@ def run(args: list[str], log_path, cwd=None) -> int:
             return start(args, log, cwd).wait()
         except FileNotFoundError:
             return 127
+
+
+def run_fed(args: list[str], feeds: Sequence[tuple], log_path, cwd=None) -> tuple[list[Future], int]:
+    """Run kallisto (see :func:`start`) on FIFOs in place of its FASTQ files. ``feeds`` pairs each
+    file with the FIFO (made already) that stands for it in ``args``; one thread per pair
+    decompresses and counts the file and writes the plain FASTQ into the FIFO
+    (:func:`~pipeline.reads.fastq.feed_fastq`), so kallisto does no decompression and the count
+    costs no second read. Returns each file's count, in ``feeds``' order (a Future: its records, or
+    FastqError), and the exit code (127 when the executable is not found). Every file is read to its
+    end, whether kallisto took it all or not."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=max(1, len(feeds)), thread_name_prefix="kallisto-feed") as pool:
+        with open(log_path, "ab") as log:
+            try:
+                proc: Optional[subprocess.Popen] = start(args, log, cwd)
+            except FileNotFoundError:
+                proc = None
+
+        def alive() -> bool:
+            return proc is not None and proc.poll() is None
+
+        counts = [pool.submit(feed_fastq, src, into, alive) for src, into in feeds]
+        rc = proc.wait() if proc is not None else 127
+    return counts, rc
 
 
 def parse_run_info(text: str) -> tuple[dict, bool]:

@@ -24,7 +24,7 @@ length that ``kallisto quant --single`` makes), or a run with a flag other than 
 
 ``kallisto pseudo`` reports the reads processed for the whole batch only, so every run's files are
 read to their end as kallisto takes them: each file is decompressed here (ISA-L) and counted by
-:func:`~pipeline.reads.fastq.feed_fastq`, which passes the plain FASTQ on into a FIFO that kallisto
+:func:`~pipeline.quant.kallisto.run_fed`, which passes the plain FASTQ on into a FIFO that kallisto
 reads in place of the file. kallisto does no decompression of its own, and the read-through costs
 no second pass, so md5-verified runs are batched too: measured, the batch costs no more CPU than
 a loop of ``kallisto quant`` even where loading the index costs nothing (README). A truncated
@@ -37,18 +37,18 @@ unusable for the others: they are batched again without it (once), then each alo
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .. import fifo
 from ..files import atomic_write_text, remove_path, staged_path
 from ..model import PAIRED, RunQuant
-from ..reads.fastq import FastqError, feed_fastq, mates_agree
+from ..reads.fastq import FastqError, mates_agree
 from ..runlog import RunLog
 from . import kallisto
 from .quantify import QuantError, check_spots, keep_tool_log, write_run_record
@@ -188,12 +188,11 @@ def quantify_group(
     results: dict[str, RunQuant] = {}
     with staged_path(quant_dir / f"batch-{group[0].run}") as scratch:
         scratch.mkdir(parents=True)
-        lines, fifos = [], []
+        lines: list[str] = []
+        feeds: list[tuple] = []
         for i, r in enumerate(group):
             names = [f"{i}_{m}.fastq" for m in range(1, len(r.fastqs) + 1)]
-            for name in names:
-                os.mkfifo(scratch / name)
-            fifos.append([scratch / name for name in names])
+            feeds += zip(r.fastqs, fifo.make(scratch, names))
             lines.append("\t".join([str(i), *names]) + "\n")
         (scratch / "batch.txt").write_text("".join(lines))
         args = kallisto.pseudo_batch_args(
@@ -201,9 +200,10 @@ def quantify_group(
         )
         for r in group:
             r.log.write(f"quant: batch of {len(group)} runs: " + kallisto.command_line(args, scratch))
-        counts, rc = _feed_batch(group, fifos, args, scratch)
+        counts, rc = kallisto.run_fed(args, feeds, scratch / "kallisto.log", cwd=scratch)
         spots: dict[str, int] = {}
-        for r, per_file in zip(group, counts):
+        for r in group:
+            per_file, counts = counts[: len(r.fastqs)], counts[len(r.fastqs) :]
             try:
                 spots[r.run] = check_spots(mates_agree([f.result() for f in per_file]), r.expected_reads)
             except (FastqError, QuantError) as e:
@@ -261,31 +261,6 @@ def quantify_group(
             results[r.run] = res or per_run(r)
         remove_path(scratch)
     return [results[r.run] for r in group]
-
-
-def _feed_batch(
-    group: Sequence[BatchRun], fifos: list[list[Path]], args: list[str], scratch: Path
-) -> tuple[list[list[Future]], int]:
-    """Run ``kallisto pseudo`` (``args``) in ``scratch`` on the FIFOs ``fifos``, each fed by a thread
-    of its own with its file decompressed and counted (:func:`~pipeline.reads.fastq.feed_fastq`);
-    return every file's count (a Future: its record count, or FastqError) and kallisto's exit code
-    (127: no such program). Every file is read to its end, whether kallisto took it all or not."""
-    with ThreadPoolExecutor(max_workers=sum(map(len, fifos)), thread_name_prefix="batch-feed") as pool:
-        with open(scratch / "kallisto.log", "ab") as tool_log:
-            try:
-                proc: Optional[subprocess.Popen] = kallisto.start(args, tool_log, cwd=scratch)
-            except FileNotFoundError:
-                proc = None
-
-        def alive() -> bool:
-            return proc is not None and proc.poll() is None
-
-        counts = [
-            [pool.submit(feed_fastq, f, into, alive) for f, into in zip(r.fastqs, run_fifos)]
-            for r, run_fifos in zip(group, fifos)
-        ]
-        rc = proc.wait() if proc is not None else 127
-    return counts, rc
 
 
 def _failed(r: BatchRun, reason: str) -> RunQuant:

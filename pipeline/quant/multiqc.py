@@ -2,8 +2,9 @@
 under their accessions and nothing else.
 
 MultiQC's kallisto module reads kallisto's log (``quant/RUN/kallisto.log``) and names the sample
-after the first FASTQ there (``[quant] will process pair 1: ../../fastq/RUN/RUN_1.fastq.gz``),
-its basename with ``.gz`` and ``.fastq`` cut. The pipeline stages every run's files under names
+after the first FASTQ there (``[quant] will process pair 1: ../../fastq/RUN/RUN_1.fastq.gz``, or
+``RUN_1.fastq``: the FIFO that stands for it when the pipeline feeds kallisto), its basename with
+``.gz`` and ``.fastq`` cut. The pipeline stages every run's files under names
 made from the accession (:func:`pipeline.fetch.sources.staged_names`), so only the mate suffix
 ``_1`` is left to remove, which :data:`MATE_SUFFIX` does (for the kallisto module alone).
 

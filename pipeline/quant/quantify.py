@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+from .. import fifo
 from ..files import atomic_write_json, atomic_write_text, staged_path
-from ..model import PAIRED, SINGLE, ExpectedFailure, RunQuant
-from ..reads.fastq import FastqError, count_checked
+from ..model import PAIRED, SINGLE, ExpectedFailure, RunQuant, run_file_stems
+from ..reads.fastq import FastqError, mates_agree
 from ..runlog import RunLog
 from . import kallisto
 
@@ -63,10 +63,11 @@ def quantify_run(
     """Quantify one run into ``quant_dir/RUN/``. Layout follows the files: 2 = paired, 1 = single.
 
     ``expected_reads`` (spots) from the metadata is compared with kallisto's ``n_processed``.
-    When no md5 vouched for the files (``verified`` false), each is also read to its end while
-    kallisto runs, in a thread of this process: a truncated gzip (which kallisto quantifies
+    When no md5 vouched for the files (``verified`` false), each is read to its end by this
+    process, which passes it on decompressed to kallisto through a FIFO
+    (:func:`~pipeline.quant.kallisto.run_fed`): a truncated gzip (which kallisto quantifies
     silently, exit 0) or mates of different lengths fail the run, and the count read is what
-    ``n_processed`` must equal. Both read the same pages, so the files are read from disk once.
+    ``n_processed`` must equal. The files are read once, and decompressed once, outside kallisto.
     ``extra`` is recorded with the run (``quant/RUN/pipeline_run.json``), e.g. its source.
     ``strand`` (``fr``, ``rf``) quantifies a stranded library (see :mod:`pipeline.quant.strand`).
     Never raises for the run's own failure.
@@ -82,16 +83,21 @@ def quantify_run(
     result = RunQuant(run=run, layout=layout)
     tmp: Optional[Path] = None
     try:
-        with staged_path(quant_dir / run) as tmp, ThreadPoolExecutor(max_workers=1) as pool:
+        with staged_path(quant_dir / run) as tmp:
             if len(fastqs) not in (1, 2):
                 raise QuantError(f"expected 1 or 2 FASTQ files, got {len(fastqs)}")
-            counting = None if verified else pool.submit(count_checked, fastqs)
             tmp.mkdir(parents=True)
-            args = quant_args_in(tmp, index, fastqs, threads, fragment_length, fragment_sd, exe, strand)
-            log.write("quant: " + kallisto.command_line(args, tmp))
-            rc = kallisto.run(args, tmp / "kallisto.log", cwd=tmp)
+            rc, spots_read, args = run_tool(
+                run,
+                tmp,
+                fastqs,
+                lambda inputs: quant_args_in(tmp, index, inputs, threads, fragment_length, fragment_sd, exe, strand),
+                tmp / "kallisto.log",
+                log,
+                fed=not verified,
+            )
             try:
-                expected_reads = read_through(counting, expected_reads, log)
+                expected_reads = read_through(spots_read, expected_reads, log)
                 _check_output(tmp, rc, expected_reads, result, log)
             except (QuantError, FastqError, ValueError, OSError):
                 keep_tool_log(tmp, log)
@@ -104,6 +110,38 @@ def quantify_run(
         log.write(f"quant: failed: {e}")
     result.seconds = round(time.monotonic() - t0, 3)
     return result
+
+
+def run_tool(
+    run: str,
+    tmp: Path,
+    fastqs: list,
+    make_args: Callable[[list], list[str]],
+    tool_log: Path,
+    log: RunLog,
+    fed: bool,
+) -> tuple[int, Optional[Callable[[], int]], list[str]]:
+    """Run the quantifier whose arguments ``make_args(inputs)`` gives, in ``tmp``, on ``run``'s
+    ``fastqs``; return its exit code, a callable giving the spots read (None unless ``fed``) and
+    its arguments.
+
+    ``fed`` (files no md5 vouches for): the tool reads FIFOs in ``tmp`` that
+    :func:`~pipeline.quant.kallisto.run_fed` fills with the files decompressed and counted; the
+    callable then raises FastqError for a broken file or mates that differ. The FIFOs are named as
+    the run's files are staged, less ``.gz`` (``RUN_1.fastq``, ``RUN_2.fastq``; ``RUN.fastq``), so
+    the tool's log names the run as MultiQC expects. They are removed before this returns, so that
+    ``tmp`` holds only the tool's output."""
+    if not fed:
+        args = make_args(list(fastqs))
+        log.write("quant: " + kallisto.command_line(args, tmp))
+        return kallisto.run(args, tool_log, cwd=tmp), None, args
+    fifos = fifo.make(tmp, [stem + ".fastq" for stem in run_file_stems(run, len(fastqs))])
+    args = make_args(fifos)
+    log.write(f"quant: {kallisto.command_line(args, tmp)} (FIFOs fed with {', '.join(map(str, fastqs))})")
+    counts, rc = kallisto.run_fed(args, list(zip(fastqs, fifos)), tool_log, cwd=tmp)
+    for p in fifos:
+        p.unlink()
+    return rc, lambda: mates_agree([c.result() for c in counts]), args
 
 
 def quant_args_in(
@@ -154,13 +192,15 @@ def write_run_record(
     )
 
 
-def read_through(counting: Optional[Future], expected_reads: Optional[int], log: RunLog, tool: str = "kallisto"):
-    """The reads the quantifier must have processed: the count of the read-through (``counting``,
-    a :func:`~pipeline.reads.fastq.count_checked` running beside it) when there is one, which must
-    match the metadata's; else the metadata's. FastqError for a truncated file, before the tool's verdict."""
-    if counting is None:
+def read_through(
+    spots_read: Optional[Callable[[], int]], expected_reads: Optional[int], log: RunLog, tool: str = "kallisto"
+):
+    """The reads the quantifier must have processed: the count of the read-through (``spots_read``
+    gives it once the tool has run) when there is one, which must match the metadata's; else the
+    metadata's. FastqError for a truncated file, before the tool's verdict."""
+    if spots_read is None:
         return expected_reads
-    spots = check_spots(counting.result(), expected_reads)
+    spots = check_spots(spots_read(), expected_reads)
     log.write(f"quant: read through {spots} spots while {tool} ran (no md5 to check against)")
     return spots
 

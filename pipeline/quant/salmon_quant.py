@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
 from ..fetch.transfer import md5_file
 from ..files import atomic_write_json, atomic_write_text, staged_path
 from ..model import PAIRED, SINGLE, RunQuant
-from ..reads.fastq import FastqError, count_checked
+from ..reads.fastq import FastqError
 from ..runlog import RunLog
 from . import kallisto, salmon
-from .quantify import RUN_RECORD, QuantError, read_through, run_record
+from .quantify import RUN_RECORD, QuantError, read_through, run_record, run_tool
 
 #: salmon's stdout and stderr in the run's folder (its own log is ``logs/salmon_quant.log``).
 TOOL_LOG = "salmon.log"
@@ -84,25 +83,26 @@ def quantify_run(
     layout = PAIRED if len(fastqs) == 2 else SINGLE
     result = RunQuant(run=run, layout=layout)
     try:
-        with staged_path(quant_dir / run) as tmp, ThreadPoolExecutor(max_workers=1) as pool:
+        with staged_path(quant_dir / run) as tmp:
             if len(fastqs) not in (1, 2):
                 raise QuantError(f"expected 1 or 2 FASTQ files, got {len(fastqs)}")
-            counting = None if verified else pool.submit(count_checked, fastqs)
             tmp.mkdir(parents=True)
-            args = salmon.quant_args(
-                kallisto.relative_to(index, tmp),
-                ".",
-                [kallisto.relative_to(f, tmp) for f in fastqs],
-                libtype=salmon.library_type(strandedness, layout == SINGLE),
-                threads=threads,
-                fragment_length=fragment_length,
-                fragment_sd=fragment_sd,
-                exe=exe,
-            )
-            log.write("quant: " + kallisto.command_line(args, tmp))
-            rc = kallisto.run(args, tmp / TOOL_LOG, cwd=tmp)
+
+            def make_args(inputs: list) -> list[str]:
+                return salmon.quant_args(
+                    kallisto.relative_to(index, tmp),
+                    ".",
+                    [kallisto.relative_to(f, tmp) for f in inputs],
+                    libtype=salmon.library_type(strandedness, layout == SINGLE),
+                    threads=threads,
+                    fragment_length=fragment_length,
+                    fragment_sd=fragment_sd,
+                    exe=exe,
+                )
+
+            rc, spots_read, args = run_tool(run, tmp, fastqs, make_args, tmp / TOOL_LOG, log, fed=not verified)
             try:
-                expected_reads = read_through(counting, expected_reads, log, tool="salmon")
+                expected_reads = read_through(spots_read, expected_reads, log, tool="salmon")
                 found = _check_output(tmp, rc, expected_reads, result)
             except (QuantError, FastqError, ValueError, OSError):
                 keep_tool_log(tmp, log)

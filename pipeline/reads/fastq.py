@@ -34,11 +34,6 @@ def count_fastq_records(path, sink: Optional[Callable[[bytes], None]] = None) ->
     return lines // 4
 
 
-def count_checked(fastqs: list) -> int:
-    """Spots in files no md5 vouches for: each read to its end, mates must agree. Raises FastqError."""
-    return mates_agree([count_fastq_records(f) for f in fastqs])
-
-
 def mates_agree(counts: list[int]) -> int:
     """The spots of a run whose files hold ``counts`` records; FastqError when two mates differ."""
     if len(counts) == 2 and counts[0] != counts[1]:
