@@ -133,6 +133,18 @@ def test_missing_file_is_a_named_failure(ds, tmp_path):
     assert not (tmp_path / "quant" / "DRR000101").exists()
 
 
+def test_kallisto_failing_before_it_opens_its_fifos_fails_the_run_without_a_hang(ds, tmp_path):
+    """Files without md5 are fed through FIFOs: kallisto exiting first (a broken index) must not
+    leave a feeder waiting for a reader; the run fails with kallisto's exit code, nothing left."""
+    bad = tmp_path / "bad.idx"
+    bad.write_bytes(b"not an index")
+    r1, r2 = ds["files"]["DRR000101"]
+    res = quant.quantify_run("DRR000101", [r1, r2], bad, tmp_path / "quant", threads=1, fragment_length=200,
+                             fragment_sd=20, expected_reads=None, verified=False, log=RunLog(tmp_path / "run.log"))  # fmt: skip
+    assert res.status == "failed" and "kallisto quant exited" in res.reason, res
+    assert list((tmp_path / "quant").iterdir()) == []
+
+
 def test_a_failed_attempt_leaves_an_earlier_result_alone(ds, tmp_path):
     good, _ = _quant(ds, tmp_path, ds["files"]["DRR000101"])
     assert good.status == "ok"
