@@ -191,6 +191,8 @@ def test_simulated_runs_batch_equals_kallisto_quant(tmp_path, sim, threads):
     for r in results:
         assert r.n_processed == 30000
         _assert_same(tmp_path, r.run)
+        rec = json.loads((tmp_path / "batch" / r.run / "pipeline_run.json").read_text())
+        assert rec["kallisto_batch_args"][-2:] == ["-t", str(threads)]
 
 
 def test_a_truncated_run_fails_alone(tmp_path, sim):

@@ -30,9 +30,6 @@ from .http import read_blocks
 from .retry import GiveUp, Retryable, RetryPolicy, wait_or_give_up
 from .transfer import DownloadError, RangeNotSatisfiable, apply_mirrors, body_start, open_at
 
-#: The stream was stopped from outside (the other mate failed, or the reader is gone).
-StreamCancelled = Cancelled
-
 
 class ReaderGone(DownloadError):
     """The reader closed its end of the FIFO (or exited) before the body was through."""
@@ -99,7 +96,7 @@ def stream_into(
     connections; close it when the body is through. Returns what was sent (not yet verified).
 
     Raises DownloadError when the body cannot be had (after ``policy``'s attempts, or an answer
-    no retry will change), ReaderGone when the reader stops reading, StreamCancelled when
+    no retry will change), ReaderGone when the reader stops reading, fifo.Cancelled when
     ``cancel`` is set.
     """
     policy = policy or RetryPolicy()
@@ -128,7 +125,7 @@ def stream_into(
             except Retryable as r:
                 wait_or_give_up(policy, attempt, r, log, label, give_up, sleep=cancel.wait)
                 if cancel.is_set():
-                    raise StreamCancelled() from None
+                    raise Cancelled() from None
     except BrokenPipeError:
         raise ReaderGone(f"{url}: the reader stopped reading at byte {sent.done}") from None
     finally:
@@ -165,7 +162,7 @@ def _attempt(
         try:
             for block in read_blocks(resp, policy, at):
                 if cancel.is_set():
-                    raise StreamCancelled()
+                    raise Cancelled()
                 if skip:
                     cut = min(skip, len(block))
                     block, skip = block[cut:], skip - cut

@@ -155,12 +155,7 @@ def start(args: list[str], log: IO[bytes], cwd=None) -> subprocess.Popen:
 def run(args: list[str], log_path, cwd=None) -> int:
     """Run kallisto (see :func:`start`) with its output appended to ``log_path``; return the exit
     code (127 when the executable is not found)."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        try:
-            return start(args, log, cwd).wait()
-        except FileNotFoundError:
-            return 127
+    return run_fed(args, (), log_path, cwd)[1]
 
 
 def run_fed(args: list[str], feeds: Sequence[tuple], log_path, cwd=None) -> tuple[list[Future], int]:

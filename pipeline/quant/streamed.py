@@ -17,7 +17,6 @@ process or writer thread outlives the call.
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import threading
 import time
@@ -25,9 +24,10 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Optional
 
+from .. import fifo
 from ..fetch.retry import RetryPolicy
 from ..fetch.sources import staged_names
-from ..fetch.stream import ReaderGone, StreamCancelled, Streamed, mismatch, stream_into
+from ..fetch.stream import ReaderGone, Streamed, mismatch, stream_into
 from ..files import staged_path
 from ..model import PAIRED, SINGLE, ExpectedFailure, RemoteFile, Run, RunQuant
 from ..runlog import RunLog
@@ -68,15 +68,13 @@ def quantify_streamed(
     try:
         with staged_path(Path(quant_dir) / run.run) as tmp:
             tmp.mkdir(parents=True)
-            fifos = [tmp / name for name in names]
-            for fifo in fifos:
-                os.mkfifo(fifo)
+            fifos = fifo.make(tmp, names)
             args = quant_args_in(tmp, index, fifos, threads, fragment_length, fragment_sd, exe, strand)
             log.write("quant (streamed): " + kallisto.command_line(args, tmp))
             try:
                 got, rc = _feed_kallisto(run, args, tmp, fifos, mirrors, policy, log, progress)
-                for fifo in fifos:
-                    fifo.unlink()
+                for p in fifos:
+                    p.unlink()
                 _check_output(tmp, rc, run.read_count, result, log)
             except (ExpectedFailure, ValueError, OSError):
                 keep_tool_log(tmp, log)
@@ -114,7 +112,7 @@ def _feed_kallisto(
                 pool.submit(
                     stream_into,
                     rf,
-                    fifo,
+                    into,
                     mirrors=mirrors,
                     policy=policy,
                     log=log,
@@ -122,7 +120,7 @@ def _feed_kallisto(
                     reader_alive=lambda: proc.poll() is None,
                     progress=progress,
                 ): (i, rf)
-                for i, (rf, fifo) in enumerate(zip(run.files, fifos))
+                for i, (rf, into) in enumerate(zip(run.files, fifos))
             }
             try:
                 got = _verified(futures, proc)
@@ -143,7 +141,7 @@ def _verified(futures: dict[Future, tuple[int, RemoteFile]], proc: subprocess.Po
         i, rf = futures[fut]
         try:
             streamed = fut.result()
-        except StreamCancelled:
+        except fifo.Cancelled:
             continue  # stopped because of another failure, which is raised
         except ReaderGone as e:
             rc = proc.wait()

@@ -49,18 +49,24 @@ class FifoSink:
         self.path, self.reader_alive = Path(path), reader_alive
         self.fd: Optional[int] = None
         self.gone = False  # the reader will take no more
-        self.sent = 0
+
+    def open(self) -> None:
+        """Wait for the reader to open the FIFO (once); a reader that exited first ends the writing."""
+        if self.fd is None and not self.gone:
+            try:
+                self.fd = fifo.open_for_writing(self.path, threading.Event(), self.reader_alive)
+            except fifo.NoReader:
+                self.gone = True
+            else:
+                fifo.enlarge(self.fd)
 
     def __call__(self, block: bytes) -> None:
-        if self.gone:
+        self.open()
+        if self.fd is None:
             return
         try:
-            if self.fd is None:
-                self.fd = fifo.open_for_writing(self.path, threading.Event(), self.reader_alive)
-                fifo.enlarge(self.fd)
             fifo.write_all(self.fd, block)
-            self.sent += len(block)
-        except (fifo.NoReader, BrokenPipeError):
+        except BrokenPipeError:
             self.gone = True
             self.close()
 
@@ -78,6 +84,5 @@ def feed_fastq(path, into: Path, reader_alive: Callable[[], bool]) -> int:
     try:
         return count_fastq_records(path, sink)
     finally:
-        if sink.fd is None and not sink.gone:
-            sink(b"")  # nothing was sent (an empty or unreadable file): the reader still waits to open it
+        sink.open()  # when nothing was sent (an empty or unreadable file) the reader still waits for it
         sink.close()
