@@ -1255,6 +1255,8 @@ def main(argv=None) -> int:
     probe_tx = 3000 if args.quick and args.probe_transcripts == 30_000 else args.probe_transcripts
     if runs < 2 or runs % 2:
         ap.error("--runs must be even and >= 2 (two runs per batch)")
+    if args.batch_size < 1:
+        ap.error("--batch-size must be >= 1")
 
     kallisto = shutil.which("kallisto")
     if not kallisto:
