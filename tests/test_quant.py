@@ -142,6 +142,7 @@ def test_kallisto_failing_before_it_opens_its_fifos_fails_the_run_without_a_hang
     res = quant.quantify_run("DRR000101", [r1, r2], bad, tmp_path / "quant", threads=1, fragment_length=200,
                              fragment_sd=20, expected_reads=None, verified=False, log=RunLog(tmp_path / "run.log"))  # fmt: skip
     assert res.status == "failed" and "kallisto quant exited" in res.reason, res
+    assert "(FIFOs fed with" in (tmp_path / "run.log").read_text()  # the fed path, not the files themselves
     assert list((tmp_path / "quant").iterdir()) == []
 
 

@@ -200,10 +200,11 @@ def quantify_group(
         )
         for r in group:
             r.log.write(f"quant: batch of {len(group)} runs: " + kallisto.command_line(args, scratch))
-        counts, rc = kallisto.run_fed(args, feeds, scratch / "kallisto.log", cwd=scratch)
+        file_counts, rc = kallisto.run_fed(args, feeds, scratch / "kallisto.log", cwd=scratch)
         spots: dict[str, int] = {}
+        remaining = iter(file_counts)  # in feeds' order: each run's files in turn
         for r in group:
-            per_file, counts = counts[: len(r.fastqs)], counts[len(r.fastqs) :]
+            per_file = [next(remaining) for _ in r.fastqs]
             try:
                 spots[r.run] = check_spots(mates_agree([f.result() for f in per_file]), r.expected_reads)
             except (FastqError, QuantError) as e:
