@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pandas as pd
@@ -14,11 +17,12 @@ from conftest import need_shared, need_tool
 from helpers import ena_row, files_under, md5, run_luigi, wait_for, write_metadata, write_species
 
 from pipeline.fetch.retry import RetryPolicy
-from pipeline.fetch.stream import file_mode_reason
+from pipeline.fetch.stream import ReaderGone, file_mode_reason
+from pipeline.fetch.transfer import DownloadError
 from pipeline.inputs.species_config import ConfigError, load_species_config
 from pipeline.model import RemoteFile, Run
 from pipeline.quant.quantify import build_index
-from pipeline.quant.streamed import quantify_streamed
+from pipeline.quant.streamed import StreamFailed, _verified, quantify_streamed
 from pipeline.runlog import RunLog
 from pipeline.testing.fileserver import FileServer
 
@@ -271,6 +275,34 @@ def test_a_body_that_fails_stops_kallisto_and_leaves_nothing(tmp_path, hoxc, hox
         res = _stream_one(tmp_path, hoxc, server, hoxc_index)
     assert res.status == "failed" and res.stage == "stream" and words in res.reason
     assert list((tmp_path / "quant").iterdir()) == []
+
+
+@pytest.mark.parametrize("gone_first", [True, False])
+def test_a_mates_own_failure_is_named_before_kallisto_exiting_on_its_short_input(gone_first):
+    """A mate that 404s closes its FIFO; kallisto exits on the short input and the other writer
+    finds it gone. Which of the two writers ends first is up to the scheduler: the 404 is the
+    cause either way."""
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    gone, failed = Future(), Future()
+    futures = {
+        gone: (0, RemoteFile(url="u1", name="a_1.fastq.gz")),
+        failed: (1, RemoteFile(url="u2", name="a_2.fastq.gz")),
+    }
+    order = [(gone, ReaderGone("u1: the reader stopped reading at byte 7973")), (failed, DownloadError("u2: HTTP 404"))]
+    stopped = []
+
+    def finish():
+        for fut, err in order if gone_first else order[::-1]:
+            fut.set_exception(err)
+            threading.Event().wait(0.05)
+
+    t = threading.Thread(target=finish)
+    t.start()
+    with pytest.raises(StreamFailed) as e:
+        _verified(futures, proc, stop=lambda: stopped.append(1))
+    t.join()
+    assert str(e.value) == "u2: HTTP 404"
+    assert stopped, "the first failure did not stop kallisto and the writers"
 
 
 def test_read_count_that_disagrees_throws_the_result_away(tmp_path, hoxc, hoxc_index):

@@ -106,6 +106,11 @@ def _feed_kallisto(
     cancel = threading.Event()
     with open(tmp / "kallisto.log", "ab") as tool_log:
         proc = kallisto.start(args, tool_log, cwd=tmp)
+
+    def stop() -> None:
+        cancel.set()
+        _stop(proc)
+
     try:
         with ThreadPoolExecutor(max_workers=len(fifos), thread_name_prefix=f"stream-{run.run}") as pool:
             futures = {
@@ -123,20 +128,27 @@ def _feed_kallisto(
                 for i, (rf, into) in enumerate(zip(run.files, fifos))
             }
             try:
-                got = _verified(futures, proc)
+                got = _verified(futures, proc, stop=stop)
             except BaseException:
-                cancel.set()
-                _stop(proc)
+                stop()
                 raise
         return [got[i] for i in range(len(fifos))], proc.wait()
     finally:
-        cancel.set()
-        _stop(proc)
+        stop()
 
 
-def _verified(futures: dict[Future, tuple[int, RemoteFile]], proc: subprocess.Popen) -> dict[int, Streamed]:
-    """Each stream's result as it ends, checked against the metadata; the first failure raises."""
-    got = {}
+def _verified(
+    futures: dict[Future, tuple[int, RemoteFile]], proc: subprocess.Popen, stop: Callable[[], None]
+) -> dict[int, Streamed]:
+    """Each stream's result as it ends, checked against the metadata.
+
+    The first failure stops kallisto and the other writers (``stop``); once all have ended,
+    StreamFailed names the cause. A body that could not be had or was wrong is the cause, before
+    kallisto stopping early: a mate that fails closes its FIFO, kallisto then exits on the short
+    input, and the other mate's writer sees it gone, in either order."""
+    got: dict[int, Streamed] = {}
+    causes: list[str] = []  # a body's own failure
+    effects: list[str] = []  # kallisto stopped reading
     for fut in as_completed(futures):
         i, rf = futures[fut]
         try:
@@ -144,14 +156,19 @@ def _verified(futures: dict[Future, tuple[int, RemoteFile]], proc: subprocess.Po
         except fifo.Cancelled:
             continue  # stopped because of another failure, which is raised
         except ReaderGone as e:
-            rc = proc.wait()
-            raise StreamFailed(f"kallisto quant exited {rc} before reading all of its input ({e})") from None
+            effects.append(f"kallisto quant exited {proc.wait()} before reading all of its input ({e})")
         except ExpectedFailure as e:
-            raise StreamFailed(str(e)) from None
-        problem = mismatch(rf, streamed)
-        if problem:
-            raise StreamFailed(problem)
-        got[i] = streamed
+            causes.append(str(e))
+        else:
+            problem = mismatch(rf, streamed)
+            if problem:
+                causes.append(problem)
+            else:
+                got[i] = streamed
+        if causes or effects:
+            stop()
+    if causes or effects:
+        raise StreamFailed((causes + effects)[0])
     return got
 
 
