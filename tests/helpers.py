@@ -102,6 +102,18 @@ def files_under(root) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
 
 
+def sizes_of(root, pattern: str) -> list[int]:
+    """The sizes of the files below ``root`` matching ``pattern``, read while a pipeline runs: a
+    ``.part`` renamed into place between the walk and its ``stat`` is left out, not an error."""
+    sizes = []
+    for p in Path(root).rglob(pattern):
+        try:
+            sizes.append(p.stat().st_size)
+        except FileNotFoundError:
+            pass
+    return sizes
+
+
 def tree_snapshot(root) -> dict[str, float]:
     """path -> mtime of every file below root (to prove a re-run wrote nothing)."""
     root = Path(root)

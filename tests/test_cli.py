@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need_tool
-from helpers import ROOT, env_without_config, free_port, loopback_species
+from helpers import ROOT, env_without_config, free_port, loopback_species, sizes_of
 
 from pipeline.testing import simulate
 from pipeline.testing.fileserver import FileServer
@@ -156,14 +156,14 @@ def test_ctrl_c_mid_download_says_one_line_and_the_same_command_resumes(tmp_path
                              text=True, start_new_session=True)  # fmt: skip
         fastq = out / "Clia_testis" / "fastq"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(f.stat().st_size > 20_000 for f in fastq.rglob("*.part")):
+        while time.monotonic() < deadline and not any(n > 20_000 for n in sizes_of(fastq, "*.part")):
             time.sleep(0.1)
         os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
         stdout, stderr = p.communicate(timeout=60)
         assert p.returncode == INTERRUPTED, stderr[-3000:]
         assert "interrupted (SIGINT); run the same command again to resume" in stderr
         assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
-        partial = sum(f.stat().st_size for f in fastq.rglob("*.part"))
+        partial = sum(sizes_of(fastq, "*.part"))
         assert partial > 0
         first = len(server.requests)
         r = subprocess.run(argv, cwd=tmp_path, env=env_without_config(), capture_output=True, text=True, timeout=300)

@@ -13,7 +13,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import need_shared, need_tool
-from helpers import ROOT, ena_row, files_under, luigi_args, run_luigi, tree_snapshot, write_metadata, write_species
+from helpers import (
+    ROOT,
+    ena_row,
+    files_under,
+    luigi_args,
+    run_luigi,
+    sizes_of,
+    tree_snapshot,
+    write_metadata,
+    write_species,
+)
 
 from pipeline.testing import simulate
 from pipeline.testing.fileserver import FileServer
@@ -206,8 +216,7 @@ def test_resume_after_kill_downloads_no_quantified_run_again(tmp_path, sim, kall
         fastq = out / "Simulata_pairs" / "fastq"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (
-            (quant / "DRR000002" / "abundance.tsv").exists()
-            and any(p.stat().st_size > 0 for p in fastq.rglob(".*.part"))
+            (quant / "DRR000002" / "abundance.tsv").exists() and any(sizes_of(fastq, ".*.part"))
         ):
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)

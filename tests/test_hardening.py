@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need_tool
-from helpers import env_without_config, free_port, loopback_species, wait_for
+from helpers import env_without_config, free_port, loopback_species, sizes_of, wait_for
 
 from pipeline.files import is_temp_name
 from pipeline.testing import simulate
@@ -191,7 +191,7 @@ def test_a_disk_that_fills_mid_download_is_a_named_failure_then_a_correct_rerun(
         cfg = _species(small_disk.parent / "cfg", sim, server, batch={"size": 6, "prefetch": 0})
         p = subprocess.Popen(_run_args(cfg, out), env=env_without_config(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
-        assert wait_for(lambda: any(f.stat().st_size > 0 for f in out.rglob("*.part")))
+        assert wait_for(lambda: any(sizes_of(out, "*.part")))
         filler = small_disk / "filler"
         with open(filler, "wb") as fh:  # another program takes the rest of the disk
             try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need_tool
-from helpers import ROOT, loopback_species, luigi_args, status_cli
+from helpers import ROOT, loopback_species, luigi_args, sizes_of, status_cli
 
 from pipeline import eta
 from pipeline.cli import status
@@ -133,7 +133,7 @@ def test_status_says_stopped_after_the_pipeline_is_killed(tmp_path, ds):
         try:
             _wait_for(
                 "a download under way",
-                lambda: heartbeat_path(out).is_file() and any(p.stat().st_size > 0 for p in fastq.rglob(".*.part")),
+                lambda: heartbeat_path(out).is_file() and any(sizes_of(fastq, ".*.part")),
                 proc=proc,
             )
             before = _json(out)
