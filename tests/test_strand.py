@@ -132,6 +132,39 @@ def test_sample_reads_only_the_head_and_flags_one_quality(tmp_path):
     assert not sample_head([fq], 6).one_quality
 
 
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 17])
+def test_a_sample_read_in_blocks_holds_the_files_first_lines(tmp_path, monkeypatch, block):
+    """Blocks of any size, chunks of 3 spots: the sample is the head of the files line for line (CRLF
+    kept, a last line without its newline given one), short runs end early, and a record broken
+    across a block boundary is still found."""
+    import pipeline.reads.sample as sample_mod
+
+    monkeypatch.setattr(sample_mod, "BLOCK", block)
+    monkeypatch.setattr(sample_mod, "CHUNK", 3)
+    recs = [f"@r{i}/1\r\nAC{'G' * i}T\r\n+\r\n{'I' * (i + 3)}\r\n" for i in range(10)]
+    r1 = tmp_path / "a_1.fastq.gz"
+    r2 = tmp_path / "a_2.fastq"
+    r1.write_bytes(gzip.compress("".join(recs).encode()))
+    r2.write_text("".join(recs).replace("/1", "/2")[:-2])  # its last line ends without a newline
+    for n in (1, 3, 4, 10, 25):
+        head = sample_head([r1, r2], n, tmp_path / f"s{n}")
+        want = min(n, 10)
+        assert head.spots == want and head.one_quality and head.quality == "I"
+        for f, src in zip(head.files, (gzip.decompress(r1.read_bytes()), r2.read_bytes())):
+            lines = src.split(b"\n")
+            expect = b"\n".join(lines[: 4 * want]).rstrip(b"\n") + b"\n"
+            assert gzip.decompress(f.read_bytes()) == expect, (n, f)
+    bad = tmp_path / "b_1.fastq"
+    bad.write_text("".join(recs[:7]) + "@r7\r\nACGT\r\nnot a plus line\r\nIIII\r\n")
+    with pytest.raises(FastqError, match="not a FASTQ record at spot 8"):
+        sample_head([bad], 10)
+    assert sample_head([bad], 7).spots == 7  # the broken record lies past the sample
+    short = tmp_path / "c_1.fastq"
+    short.write_text("".join(recs[:7]))
+    with pytest.raises(FastqError, match="mates differ in read count after 7 spots"):
+        sample_head([short, r2], 9)
+
+
 def test_a_sample_of_a_truncated_head_fails_the_run(sim, tmp_path):
     r1, r2 = sim["runs"][("fr", "PAIRED")]
     cut = tmp_path / "cut_2.fastq.gz"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Optional
 
@@ -26,18 +25,57 @@ class ReadSample:
     quality: str  # that character, or "" when they differ (or nothing was read)
 
 
-def _head_lines(fh, path, n: int) -> list[bytes]:
-    """The first ``4 n`` lines of ``fh`` (fewer at its end); FastqError for a broken stream."""
-    try:
-        return list(islice(fh, 4 * n))
-    except gz.READ_ERRORS as e:
-        raise FastqError(f"unreadable or truncated FASTQ in {path}: {e}") from None
+#: decompressed bytes read at a time: about what iterating over the file's lines reads ahead
+BLOCK = 1 << 17
+
+
+class _Lines:
+    """The lines of an open FASTQ, without their ``\\n``, taken a few at a time: read in blocks
+    and split at once. Iterating over the file's lines was most of a sample's cost; with this and
+    the checks over joined lines a sample takes 0.45 × the time (README). FastqError, naming the
+    file, for a gzip stream that breaks off."""
+
+    def __init__(self, fh, path) -> None:
+        self.fh, self.path = fh, path
+        self.ready: list[bytes] = []  # whole lines read and not yet taken
+        self.at = 0
+        self.rest = b""  # the start of a line whose end is not read yet
+        self.eof = False
+
+    def take(self, k: int) -> list[bytes]:
+        """The next ``k`` lines (fewer at the end of the file)."""
+        while len(self.ready) - self.at < k and not self.eof:
+            try:
+                block = self.fh.read(BLOCK)
+            except gz.READ_ERRORS as e:
+                raise FastqError(f"unreadable or truncated FASTQ in {self.path}: {e}") from None
+            lines = self.ready[self.at :]
+            if block:
+                parts = (self.rest + block).split(b"\n")
+                self.rest = parts.pop()
+                lines += parts
+            else:
+                self.eof = True
+                if self.rest:  # a last line without its newline
+                    lines.append(self.rest)
+            self.ready, self.at = lines, 0
+        got = self.ready[self.at : self.at + k]
+        self.at += len(got)
+        return got
+
+
+def _all_start_with(lines: list[bytes], first: bytes) -> bool:
+    """Every one of ``lines`` (none holding a newline) starts with the byte ``first``: counted over
+    the lines joined, not tested one by one."""
+    return (b"\n" + b"\n".join(lines)).count(b"\n" + first) == len(lines)
 
 
 def _first_bad_record(lines: list[bytes]) -> Optional[int]:
-    """The 0-based index of the first record of ``lines`` that is not FASTQ, or None."""
-    if all(h.startswith(b"@") for h in lines[0::4]) and all(p.startswith(b"+") for p in lines[2::4]):
-        if len(lines) % 4 == 0 and all(q.rstrip(b"\r\n") for q in lines[3::4]):
+    """The 0-based index of the first record of ``lines`` (lines without their newline) that is not
+    FASTQ, or None."""
+    if len(lines) % 4 == 0 and _all_start_with(lines[0::4], b"@") and _all_start_with(lines[2::4], b"+"):
+        quals = lines[3::4]
+        if all(quals) and (b"\r" not in b"".join(quals) or all(q.rstrip(b"\r\n") for q in quals)):
             return None
     for k in range(0, len(lines), 4):
         rec = lines[k : k + 4]
@@ -56,8 +94,9 @@ def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
 
     FastqError, naming the file, for a record that is not FASTQ, mates that end at different
     spots within the sample, or a gzip stream that breaks off before ``n`` spots were read. The
-    heads are read :data:`CHUNK` spots at a time as lines (``islice``), checked record by record
-    only where the quick check over a chunk fails."""
+    heads are read :data:`CHUNK` spots at a time (:class:`_Lines`), checked record by record only
+    where the quick check over a chunk fails. The sample's lines are those of the files, each
+    ended by a newline."""
     if n < 1:
         raise ValueError(f"a sample needs at least one spot, got {n}")
     files = [Path(dest_dir) / f"sample_{i}.fastq.gz" for i in range(1, len(fastqs) + 1)] if dest_dir is not None else []
@@ -65,10 +104,10 @@ def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
         Path(dest_dir).mkdir(parents=True, exist_ok=True)
     spots, first, mixed = 0, b"", False
     with ExitStack() as stack:
-        ins = [stack.enter_context(gz.open_read(p)) for p in fastqs]
+        ins = [_Lines(stack.enter_context(gz.open_read(p)), p) for p in fastqs]
         outs = [stack.enter_context(gz.open_write(p)) for p in files]  # a quarter of the bytes
         while spots < n:
-            heads = [_head_lines(fh, path, min(CHUNK, n - spots)) for fh, path in zip(ins, fastqs)]
+            heads = [lines.take(4 * min(CHUNK, n - spots)) for lines in ins]
             got = min(len(h) for h in heads) // 4
             for lines, path in zip(heads, fastqs):
                 bad = _first_bad_record(lines[: 4 * got + 4])
@@ -77,9 +116,12 @@ def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
             if len({len(h) for h in heads}) > 1:
                 raise FastqError(f"mates differ in read count after {spots + got} spots: {', '.join(map(str, fastqs))}")
             for out, lines in zip(outs, heads):
-                out.write(b"".join(lines))  # one compress call a chunk, not one a line
+                if lines:
+                    out.write(b"\n".join(lines) + b"\n")  # one compress call a chunk, not one a line
             if not mixed:
-                quals = b"".join(q.rstrip(b"\r\n") for lines in heads for q in lines[3::4])
+                quals = b"".join(q for lines in heads for q in lines[3::4])
+                if b"\r" in quals:  # CRLF files: each line's own end, as before
+                    quals = b"".join(q.rstrip(b"\r\n") for lines in heads for q in lines[3::4])
                 first = first or quals[:1]
                 mixed = bool(quals) and quals.count(first) != len(quals)
             spots += got
