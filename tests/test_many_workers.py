@@ -7,11 +7,14 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -84,16 +87,29 @@ class Luigid:
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(timeout=30)
 
+    def downloading_pids(self) -> set[int]:
+        """The processes whose worker this scheduler sees running a BatchDownload (Luigi's worker
+        id names its process)."""
+        data = urllib.parse.quote(json.dumps({"status": "RUNNING"}))
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/task_list?data={data}", timeout=5) as r:
+                running = json.load(r)["response"]
+        except (OSError, ValueError, KeyError):
+            return set()
+        found = (re.search(r"\bpid=(\d+)", t.get("worker_running") or "") for t in running.values()
+                 if t.get("name") == "BatchDownload")  # fmt: skip
+        return {int(m.group(1)) for m in found if m}
 
-def _host(root: Path, name: str, cpu: int = 1) -> dict:
+
+def _host(root: Path, name: str, cpu: int = 1, archive_connections: int = 12) -> dict:
     """The environment of one simulated machine: its own HOME, settings and lock folder (Luigi
     lets one copy of a command run per machine), naming the host and giving it its own cpu and
-    download caps."""
+    download caps; ``archive_connections`` is the cap all machines share (the default's)."""
     home = root / name
     home.mkdir(parents=True)
     cfg = home / "luigi.cfg"
-    cfg.write_text(f"[core]\nlock_pid_dir = {home / 'luigi-lock'}\n\n[pipeline]\nhost = {name}\nrejoin_seconds = 1\n\n"
-                   f"[resources]\ncpu = {cpu}\ndownload = 1\n")  # fmt: skip
+    cfg.write_text(f"[core]\nlock_pid_dir = {home / 'luigi-lock'}\n\n[pipeline]\nhost = {name}\nrejoin_seconds = 1\n"
+                   f"archive_connections = {archive_connections}\n\n[resources]\ncpu = {cpu}\ndownload = 1\n")  # fmt: skip
     return env_without_config(HOME=str(home), LUIGI_CONFIG_PATH=str(cfg))
 
 
@@ -111,14 +127,22 @@ def _overlaps(intervals: list[tuple[float, float]]) -> int:
 def test_three_machines_share_the_batches_each_within_its_own_cpu_cap(tmp_path, sim, reference):
     daemon = Luigid(tmp_path)
     try:
-        # throttled: a file takes ~0.5 s, so that every machine finds batches left to take
-        with FileServer(sim["archive"], throttle_bps=3_000_000) as server:
+        # Downloads crawl until every machine is downloading a batch, then a file takes ~0.5 s.
+        # Three machines and kallisto on two cores: a machine slow to start could otherwise find
+        # every batch taken, and its share of none would say nothing of the scheduling. The
+        # archive cap all machines share is raised so that it lets every worker process download
+        # (at the default, 12 connections, 4 a batch, three batches download at once in all, and
+        # one machine's two processes may hold two of them, one waiting for its machine's cap).
+        with FileServer(sim["archive"], throttle_bps=20_000) as server:
             cfg = _species(tmp_path / "cfg", sim, server)
             out = tmp_path / "out"
             argv = daemon.worker_args(cfg, out)
             hosts = ["hostA", "hostB", "hostC"]
-            procs = [subprocess.Popen(argv, env=_host(tmp_path, h), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True) for h in hosts]  # fmt: skip
+            procs = [subprocess.Popen(argv, env=_host(tmp_path, h, archive_connections=48), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for h in hosts]  # fmt: skip
+            pids = {p.pid for p in procs}
+            everyone_in = wait_for(lambda: daemon.downloading_pids() >= pids, 120)
+            server.throttle_bps = 3_000_000
             results = [p.communicate(timeout=400) for p in procs]
             gets = [q["path"] for q in server.requests if q["method"] == "GET"]
     finally:
@@ -136,7 +160,8 @@ def test_three_machines_share_the_batches_each_within_its_own_cpu_cap(tmp_path, 
     for m in quants:
         by_host[m["host"]].append((m["started_at"], m["finished_at"]))
     ran = {m["host"] for stage in ("download", "quant", "cleanup") for m in _batch_markers(out, stage)}
-    assert ran == set(hosts), f"machines that ran no batch: {set(hosts) - ran}"
+    idle = {h: err[-3000:] for h, (_, err) in zip(hosts, results) if h not in ran}
+    assert everyone_in and ran == set(hosts), f"machines that ran no batch: {idle}"
     # cpu = 1 on every machine and kallisto takes 1 thread: never two kallisto runs on one machine
     for h, intervals in by_host.items():
         assert _overlaps(intervals) == 0, (h, intervals)
