@@ -22,7 +22,7 @@ from pipeline.fetch.transfer import DownloadError
 from pipeline.inputs.species_config import ConfigError, load_species_config
 from pipeline.model import RemoteFile, Run
 from pipeline.quant.quantify import build_index
-from pipeline.quant.streamed import StreamFailed, _verified, quantify_streamed
+from pipeline.quant.streamed import StreamFailed, _verified, quantify_streamed, writer_threads
 from pipeline.runlog import RunLog
 from pipeline.testing.fileserver import FileServer
 
@@ -232,9 +232,9 @@ def _stream_one(tmp_path, hoxc, server, index, read_count=10000, attempts=3, bac
         policy=RetryPolicy(attempts=attempts, backoff_base=backoff, stall_seconds=5),
         log=RunLog(tmp_path / "run.log"),
     )
-    # the writers' pool names its threads after the run; the loopback server's own handler
-    # threads may still be closing a connection the client dropped, and are not counted
-    left = [t.name for t in threading.enumerate() if t not in before and t.name.startswith(f"stream-{RUN}")]
+    # only the writers count: the loopback server's own handler threads may still be closing a
+    # connection the client dropped
+    left = [t.name for t in threading.enumerate() if t not in before and t.name.startswith(writer_threads(RUN))]
     assert left == [], f"a writer thread outlived the call: {left}"
     assert _kallisto_pids_under(tmp_path) == []
     return res

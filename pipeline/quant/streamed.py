@@ -38,6 +38,11 @@ from .quantify import _check_output, keep_tool_log, quant_args_in, write_run_rec
 STAGE = "stream"
 
 
+def writer_threads(run: str) -> str:
+    """The name prefix of the threads that feed ``run``'s FIFOs."""
+    return f"stream-{run}"
+
+
 class StreamFailed(ExpectedFailure):
     """A streamed run gave no result: its body could not be had, was wrong, or kallisto failed."""
 
@@ -112,7 +117,7 @@ def _feed_kallisto(
         _stop(proc)
 
     try:
-        with ThreadPoolExecutor(max_workers=len(fifos), thread_name_prefix=f"stream-{run.run}") as pool:
+        with ThreadPoolExecutor(max_workers=len(fifos), thread_name_prefix=writer_threads(run.run)) as pool:
             futures = {
                 pool.submit(
                     stream_into,

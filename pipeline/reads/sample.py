@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import gz
-from .fastq import FastqError
+from .fastq import BLOCK, FastqError
 
 
 @dataclass
@@ -23,10 +23,6 @@ class ReadSample:
     spots: int  # spots copied (fewer than asked when the run is shorter)
     one_quality: bool  # every base of every read sampled has the same quality character
     quality: str  # that character, or "" when they differ (or nothing was read)
-
-
-#: decompressed bytes read at a time: about what iterating over the file's lines reads ahead
-BLOCK = 1 << 17
 
 
 class _Lines:
@@ -70,12 +66,18 @@ def _all_start_with(lines: list[bytes], first: bytes) -> bool:
     return (b"\n" + b"\n".join(lines)).count(b"\n" + first) == len(lines)
 
 
+def _qualities(lines: list[bytes]) -> list[bytes]:
+    """The quality lines of the records in ``lines`` (lines without their newline), without the
+    ``\\r`` of a CRLF file."""
+    quals = lines[3::4]
+    return [q.rstrip(b"\r") for q in quals] if b"\r" in b"".join(quals) else quals
+
+
 def _first_bad_record(lines: list[bytes]) -> Optional[int]:
     """The 0-based index of the first record of ``lines`` (lines without their newline) that is not
     FASTQ, or None."""
     if len(lines) % 4 == 0 and _all_start_with(lines[0::4], b"@") and _all_start_with(lines[2::4], b"+"):
-        quals = lines[3::4]
-        if all(quals) and (b"\r" not in b"".join(quals) or all(q.rstrip(b"\r\n") for q in quals)):
+        if all(_qualities(lines)):
             return None
     for k in range(0, len(lines), 4):
         rec = lines[k : k + 4]
@@ -119,9 +121,7 @@ def sample_head(fastqs: list, n: int, dest_dir=None) -> ReadSample:
                 if lines:
                     out.write(b"\n".join(lines) + b"\n")  # one compress call a chunk, not one a line
             if not mixed:
-                quals = b"".join(q for lines in heads for q in lines[3::4])
-                if b"\r" in quals:  # CRLF files: each line's own end, as before
-                    quals = b"".join(q.rstrip(b"\r\n") for lines in heads for q in lines[3::4])
+                quals = b"".join(q for lines in heads for q in _qualities(lines))
                 first = first or quals[:1]
                 mixed = bool(quals) and quals.count(first) != len(quals)
             spots += got
